@@ -19,6 +19,12 @@ from dhan.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "turn raw interaction logs into leak-free training samples"),
     "inspect": ("inspect", "print prepared samples as JSON lines with raw ids"),
+    "train": ("train", "train one model into a run directory (select on validation, test once)"),
+    "evaluate": ("evaluate", "re-score a saved run on a split and print the metrics as JSON"),
+    "compare": ("compare", "models x seeds: the paper's tables with mean ± std, RelaImpr and a t-test"),
+    "plot": ("plot", "training loss and validation AUC of several runs (paper Figure 5)"),
+    "explain": ("explain", "one user's category- and item-level attention for a target (paper Figure 4)"),
+    "demo": ("demo", "synthetic data, DIN vs DHAN over 3 seeds, report and figures in a few minutes"),
 }
 
 
