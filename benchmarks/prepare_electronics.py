@@ -26,11 +26,52 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = (
-    "great cable works fine the and for with sound quality battery charger it's doesn't price value "
-    "screen bought this product camera lens fast shipping recommend would again case fits perfectly "
-    "laptop mouse keyboard wireless signal range speaker bass clear easy setup months broke warranty"
-).split()
+WORDS = [
+    "great",
+    "cable",
+    "works",
+    "fine",
+    "the",
+    "and",
+    "for",
+    "with",
+    "sound",
+    "quality",
+    "battery",
+    "charger",
+    "it's",
+    "doesn't",
+    "price",
+    "value",
+    "screen",
+    "bought",
+    "this",
+    "product",
+    "camera",
+    "lens",
+    "fast",
+    "shipping",
+    "recommend",
+    "would",
+    "again",
+    "case",
+    "fits",
+    "perfectly",
+    "laptop",
+    "mouse",
+    "keyboard",
+    "wireless",
+    "signal",
+    "range",
+    "speaker",
+    "bass",
+    "clear",
+    "easy",
+    "setup",
+    "months",
+    "broke",
+    "warranty",
+]
 
 
 def _text(rng: np.random.Generator, n: int) -> str:

@@ -43,8 +43,15 @@ def test_set_flags_are_typed_by_the_dataclass_fields() -> None:
         ],
         model_config_class=_ToyModelConfig,
     )
-    assert rc.train.lr == 0.05 and rc.train.batch_size == 64 and rc.train.optimizer == "sgd"
-    assert rc.model_overrides == {"dimensions": ("category", "brand"), "hidden": (200, 80), "share": True, "width": None}
+    assert rc.train.lr == 0.05
+    assert rc.train.batch_size == 64
+    assert rc.train.optimizer == "sgd"
+    assert rc.model_overrides == {
+        "dimensions": ("category", "brand"),
+        "hidden": (200, 80),
+        "share": True,
+        "width": None,
+    }
     assert rc.data.max_len == 20
 
 
@@ -77,7 +84,8 @@ def test_precedence_defaults_preset_file_set_flags(tmp_path) -> None:
         train_flags={"epochs": None, "seed": 3},
         model_config_class=_ToyModelConfig,
     )
-    assert rc.train.optimizer == "sgd" and rc.train.batch_size == 32  # preset (reference code, DIN-style)
+    assert rc.train.optimizer == "sgd"
+    assert rc.train.batch_size == 32
     assert rc.train.lr == 0.5  # file over preset
     assert rc.train.epochs == 9  # --set over file
     assert rc.train.seed == 3  # explicit flag
@@ -88,13 +96,16 @@ def test_resolved_config_round_trips() -> None:
     rc = build_run_config("toy", set_flags=["train.lr=0.2"], model_config_class=_ToyModelConfig)
     resolved = rc.resolved(dataclasses.asdict(_ToyModelConfig()))
     back = run_config_from_resolved(resolved)
-    assert back.train == rc.train and back.data == rc.data and back.model_name == "toy"
+    assert back.train == rc.train
+    assert back.data == rc.data
+    assert back.model_name == "toy"
 
 
 def test_presets_and_defaults() -> None:
     assert train_defaults("paper", "din") == {}
     assert train_defaults("reference-code", "dien")["batch_size"] == 128
-    assert TrainConfig().optimizer == "adam" and TrainConfig().batch_size == 256
+    assert TrainConfig().optimizer == "adam"
+    assert TrainConfig().batch_size == 256
     with pytest.raises(UserError, match="unknown preset"):
         train_defaults("nope", "din")
 

@@ -35,7 +35,9 @@ def _reviews(n_users: int = 12, n_items: int = 30, seed: int = 0) -> list[dict[s
         items = rng.choice(n_items, size=n, replace=False)
         t = 1_300_000_000 + np.cumsum(rng.integers(0, 3, size=n)) * 86_400
         for i, ti in zip(items, t, strict=True):
-            rows.append({"reviewerID": f"U{u:03d}", "asin": f"A{int(i):04d}", "overall": 5.0, "unixReviewTime": int(ti)})
+            rows.append(
+                {"reviewerID": f"U{u:03d}", "asin": f"A{int(i):04d}", "overall": 5.0, "unixReviewTime": int(ti)}
+            )
     order = rng.permutation(len(rows))  # dumps are not sorted by user
     return [rows[k] for k in order]
 
@@ -149,7 +151,8 @@ def test_din_recipe_on_amazon_is_leak_free(tmp_path: Path, capsys: pytest.Captur
     assert splits["train"] == 2 * int(np.maximum(lengths - 3, 0).sum())
     # one positive and one negative per target, with the same history
     train = data.split("train")
-    assert np.array_equal(train.label[::2], np.ones(len(train) // 2)) and not train.label[1::2].any()
+    assert np.array_equal(train.label[::2], np.ones(len(train) // 2))
+    assert not train.label[1::2].any()
     assert np.array_equal(train.position[::2], train.position[1::2])
 
 
@@ -209,7 +212,8 @@ def test_same_seed_gives_identical_files_other_seed_other_negatives(tmp_path: Pa
     assert a == b
     neg_a = pl.read_parquet(tmp_path / "a" / "interactions.parquet")["neg_item"].to_numpy()
     neg_c = pl.read_parquet(tmp_path / "c" / "interactions.parquet")["neg_item"].to_numpy()
-    assert a.keys() == c.keys() and (len(neg_a) != len(neg_c) or not np.array_equal(neg_a, neg_c))
+    assert a.keys() == c.keys()
+    assert len(neg_a) != len(neg_c) or not np.array_equal(neg_a, neg_c)
 
 
 def test_other_seed_other_negatives_same_histories(tmp_path: Path) -> None:
@@ -234,7 +238,8 @@ def test_amazon_2014_plain_and_gz_agree(tmp_path: Path, capsys: pytest.CaptureFi
     r2, m2 = _amazon_files(tmp_path / "gz", gz=True)
     a = _prepare_amazon(tmp_path / "plain", capsys, reviews=r1, meta=m1)
     b = _prepare_amazon(tmp_path / "gz", capsys, reviews=r2, meta=m2)
-    assert np.array_equal(a.item_attrs, b.item_attrs) and np.array_equal(a.hist_neg, b.hist_neg)
+    assert np.array_equal(a.item_attrs, b.item_attrs)
+    assert np.array_equal(a.hist_neg, b.hist_neg)
     assert a.attribute_values == b.attribute_values
     assert a.schema.info["meta_formats"][str(m1)]["python-literal"] == 30
     assert [s["sha256"] for s in a.schema.info["sources"]] != [s["sha256"] for s in b.schema.info["sources"]]
@@ -286,7 +291,9 @@ def test_category_from_source_several_departments(tmp_path: Path, capsys: pytest
     m2 = _write(tmp_path / "meta_CDs_and_Vinyl.json", _meta_2014())
     out = tmp_path / "six"
     args = ["prepare", "amazon", "--category-from", "source", "--out", str(out)]
-    code, _, err = _run([*args, "--reviews", str(r1), "--meta", str(m1), "--reviews", str(r2), "--meta", str(m2)], capsys)
+    code, _, err = _run(
+        [*args, "--reviews", str(r1), "--meta", str(m1), "--reviews", str(r2), "--meta", str(m2)], capsys
+    )
     assert code == 0, err
     data = PreparedData.load(out)
     assert data.attribute_values["category"][2:] == ["CDs and Vinyl", "Video Games"]
@@ -313,7 +320,8 @@ def test_duplicates_dropped_and_ties_keep_file_order(tmp_path: Path, capsys: pyt
 def test_sample_users_is_seeded_and_exact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _prepare_amazon(tmp_path, capsys, "--sample-users", "0.5", "--seed", "4")
     b = _prepare_amazon(tmp_path, capsys, "--sample-users", "0.5", "--seed", "4")
-    assert a.schema.num_users == 6 and a.user_raw_ids == b.user_raw_ids
+    assert a.schema.num_users == 6
+    assert a.user_raw_ids == b.user_raw_ids
     c = _prepare_amazon(tmp_path, capsys, "--sample-reviews", "0.5")
     assert c.schema.info["counts"]["rows_after_sample_reviews"] == round(0.5 * c.schema.info["counts"]["rows_read"])
 
@@ -324,7 +332,7 @@ def test_sample_users_is_seeded_and_exact(tmp_path: Path, capsys: pytest.Capture
 _text = st.text(alphabet=st.sampled_from(list("ab '\"\\é\n\t,:{}[]x")), max_size=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     title=_text,
     brand=st.one_of(st.none(), _text),
@@ -348,7 +356,8 @@ def test_meta_fast_paths_agree_with_literal_eval(title, brand, price, paths, ext
 
 def test_meta_parser_never_evaluates_code() -> None:
     rec, problem = _parse_meta_line(b"__import__('os').system('false')", False, "last")
-    assert rec is None and "not a Python dict literal" in problem
+    assert rec is None
+    assert "not a Python dict literal" in problem
 
 
 # ------------------------------------------------------------------------------------------- table source
@@ -356,9 +365,7 @@ def test_meta_parser_never_evaluates_code() -> None:
 
 def test_table_with_category_path_and_brand_price(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inter = tmp_path / "log.tsv"
-    rows = ["uid\tiid\tts"] + [
-        f"{x['reviewerID']}\t{str(x['asin'])[1:]}\t{x['unixReviewTime']}" for x in _reviews()
-    ]
+    rows = ["uid\tiid\tts"] + [f"{x['reviewerID']}\t{str(x['asin'])[1:]}\t{x['unixReviewTime']}" for x in _reviews()]
     inter.write_text("\n".join(rows) + "\n")
     items = pl.DataFrame(
         {
@@ -383,7 +390,7 @@ def test_table_with_category_path_and_brand_price(tmp_path: Path, capsys: pytest
     data = PreparedData.load(out)
     assert data.schema.attribute_names == ("category", "category_parent", "category_grandparent", "brand", "price_band")
     assert data.attribute_values["category_parent"][2:] == ["Mid 0", "Mid 1"]
-    assert data.item_raw_ids[2:5] == ["1", "2", "3"] or data.item_raw_ids[2].isdigit()  # numeric ids sort as numbers
+    assert data.item_raw_ids[2:] == sorted(data.item_raw_ids[2:], key=int)  # numeric ids sort as numbers
     no_path = [data.item_raw_ids.index(str(i)) for i in (7, 14) if str(i) in data.item_raw_ids]
     assert all(data.item_attrs[k, 0] == UNKNOWN_ID for k in no_path)
     assert_leak_free(data)
@@ -396,10 +403,13 @@ def test_table_attributes_from_the_interactions_file(tmp_path: Path, capsys: pyt
     ]
     inter.write_text("\n".join(lines) + "\n")
     out = tmp_path / "ds"
-    code, _, err = _run(["prepare", "table", "--interactions", str(inter), "--attribute", "category=cat", "--out", str(out)], capsys)
+    code, _, err = _run(
+        ["prepare", "table", "--interactions", str(inter), "--attribute", "category=cat", "--out", str(out)], capsys
+    )
     assert code == 0, err
     data = PreparedData.load(out)
-    assert data.schema.attribute_names == ("category",) and data.schema.num_categories == 3
+    assert data.schema.attribute_names == ("category",)
+    assert data.schema.num_categories == 3
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -424,7 +434,8 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path: Path, capsys: pytest.
     assert skipped["count"] == 4
     assert skipped["files"][str(r)]["first_lines"] == [3, 7, 9]
     assert skipped["files"][str(m)]["first_lines"] == [6]
-    assert "skipped lines 4" in stdout and "first at lines [3, 7, 9]" in stdout
+    assert "skipped lines 4" in stdout
+    assert "first at lines [3, 7, 9]" in stdout
     assert PreparedData.load(out).schema.info["num_interactions"] == len(_reviews())
 
 
@@ -448,15 +459,21 @@ def test_strict_stops_at_first_malformed_line(
         ["prepare", "amazon", "--strict", "--reviews", str(r), "--meta", str(m), "--out", str(tmp_path / "o")], capsys
     )
     assert code == 2
-    assert err.count("\n") == 1 and f"{r}:4:" in err and what in err
+    assert err.count("\n") == 1
+    assert f"{r}:4:" in err
+    assert what in err
     assert not (tmp_path / "o").exists()
 
 
 def test_strict_table_reports_row_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "log.csv"
     f.write_text("user_id,item_id,time\nu1,i1,1\nu1,i2,x\nu1,,3\n")
-    code, _, err = _run(["prepare", "table", "--strict", "--interactions", str(f), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and f"{f}:3:" in err and err.count("\n") == 1
+    code, _, err = _run(
+        ["prepare", "table", "--strict", "--interactions", str(f), "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 2
+    assert f"{f}:3:" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize("case", ["missing-reviews", "missing-meta", "empty", "only-bad", "no-users-left", "table-col"])
@@ -475,7 +492,9 @@ def test_user_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureF
     }[case]  # fmt: skip
     code, _, err = _run(args, capsys)
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("dhan prepare: error:") and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert err.startswith("dhan prepare: error:")
+    assert "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------------------- inspect
@@ -486,12 +505,15 @@ def test_inspect_prints_raw_ids_with_loader_truncation(tmp_path: Path, capsys: p
     code, out, _ = _run(["inspect", str(tmp_path / "out"), "--split", "test", "--limit", "4"], capsys)
     assert code == 0
     rows = [json.loads(x) for x in out.splitlines()]
-    assert len(rows) == 4 and {r["label"] for r in rows} == {0, 1}
+    assert len(rows) == 4
+    assert {r["label"] for r in rows} == {0, 1}
     s = data.split("test")
     u, p = int(s.user[0]), int(s.position[0])
     hist = data.hist_item[data.offsets[u] + max(0, p - 2) : data.offsets[u] + p]
     assert rows[0]["history"] == [data.item_raw_ids[i] for i in hist]
-    assert rows[0]["user"] == data.user_raw_ids[u] and len(rows[0]["history"]) <= 2
+    assert rows[0]["user"] == data.user_raw_ids[u]
+    assert len(rows[0]["history"]) <= 2
     assert len(rows[0]["history_categories"]) == len(rows[0]["history"])
     code, _, err = _run(["inspect", str(tmp_path / "missing")], capsys)
-    assert code == 2 and err.count("\n") == 1
+    assert code == 2
+    assert err.count("\n") == 1

@@ -21,12 +21,22 @@ from dhan.layers import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is much faster than two fighting a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_masked_softmax_zeroes_padding_and_empty_rows() -> None:
     scores = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 9.0], [1e30, -1e30, 0.0]])
     mask = torch.tensor([[True, True, False], [False, False, False], [True, False, True]])
     w = masked_softmax(scores, mask)
     assert torch.isfinite(w).all()
-    assert w[0, 2] == 0 and w[2, 1] == 0
+    assert w[0, 2] == 0
+    assert w[2, 1] == 0
     torch.testing.assert_close(w[0, :2], torch.softmax(scores[0, :2], 0))
     assert (w[1] == 0).all()
     torch.testing.assert_close(w.sum(1), torch.tensor([1.0, 0.0, 1.0]))
@@ -34,7 +44,8 @@ def test_masked_softmax_zeroes_padding_and_empty_rows() -> None:
 
 def test_masked_softmax_bf16_input_stays_finite() -> None:
     w = masked_softmax(torch.randn(4, 6).bfloat16(), torch.rand(4, 6) > 0.5)
-    assert w.dtype == torch.bfloat16 and torch.isfinite(w.float()).all()
+    assert w.dtype == torch.bfloat16
+    assert torch.isfinite(w.float()).all()
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "prelu"])
@@ -107,15 +118,18 @@ def test_group_slots_and_pool() -> None:
     slot, slot_mask, slot_ids = group_slots(ids, mask)
     assert slot[0, :4].tolist() == [1, 0, 1, 2]
     assert slot_mask.tolist()[0] == [True, True, True, False, False]
-    assert slot_ids[0, :3].tolist() == [3, 7, 9] and slot_ids[0, 3:].tolist() == [0, 0]
-    assert slot_mask[1].tolist() == [True, False, False, False, False] and slot_ids[1, 0] == 5
+    assert slot_ids[0, :3].tolist() == [3, 7, 9]
+    assert slot_ids[0, 3:].tolist() == [0, 0]
+    assert slot_mask[1].tolist() == [True, False, False, False, False]
+    assert slot_ids[1, 0] == 5
     assert not slot_mask[2].any()
     values = torch.randn(3, 5, 2)
     w = torch.rand(3, 5) * mask
     c = group_pool(values, w, slot, 5)
     expected = (w[0, [0, 2], None] * values[0, [0, 2]]).sum(0) / (w[0, [0, 2]].sum() + 1e-10)
     torch.testing.assert_close(c[0, 1], expected)
-    assert (c[0, 3:] == 0).all() and (c[2] == 0).all()
+    assert (c[0, 3:] == 0).all()
+    assert (c[2] == 0).all()
 
 
 def test_masked_group_layer_norm_ignores_unused_slots() -> None:
@@ -145,7 +159,8 @@ def test_hierarchical_attention_docstring_example_and_empty_rows() -> None:
     assert torch.isfinite(features).all()
     assert (features[0] == 0).all()
     for w, m in zip(out.weights[1:], out.group_mask[1:], strict=True):
-        assert torch.isfinite(w).all() and (w[~m] == 0).all()
+        assert torch.isfinite(w).all()
+        assert (w[~m] == 0).all()
         torch.testing.assert_close(w[1:].sum(1), torch.ones(b - 1))
 
 

@@ -16,6 +16,16 @@ from dhan.models import MODELS, PRESETS, ModelConfigError, build_model, config_f
 from dhan.models.common import CTRModel
 from dhan.schema import Schema
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is much faster than two fighting a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 NAMES = list(MODELS)
 SMALL = {"item_embedding_dim": 8, "attribute_embedding_dim": 8}
 
@@ -132,7 +142,8 @@ def test_state_dict_round_trip(name: str, tiny_schema, tiny_batch, tmp_path: Pat
 def test_presets_build_and_config_json_round_trips(name: str, preset: str, tiny_schema):
     config = make_config(name, preset=preset)
     config_cls = MODELS[name][0]
-    assert dataclasses.is_dataclass(config) and type(config) is config_cls
+    assert dataclasses.is_dataclass(config)
+    assert type(config) is config_cls
     assert config_cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     data = json.loads(json.dumps(dataclasses.asdict(config)))
     assert config_from_dict(name, data) == config
@@ -142,7 +153,8 @@ def test_presets_build_and_config_json_round_trips(name: str, preset: str, tiny_
 def test_string_overrides_as_from_the_command_line(tiny_schema):
     config = make_config("dhan", {"model.dimensions": "category,brand", "levels": "3", "attention_scaled": "true"})
     assert config.dimensions == ("category", "brand")  # type: ignore[attr-defined]
-    assert config.levels == 3 and config.attention_scaled  # type: ignore[attr-defined]
+    assert config.levels == 3
+    assert config.attention_scaled
     assert make_config("din", {"head_hidden": "64,32"}).head_hidden == (64, 32)
 
 

@@ -46,7 +46,8 @@ def test_resume_after_stop_at_step_k_is_bitwise_identical(tiny_data: PreparedDat
     rc = _rc(model, epochs=3, seed=1)
     full = fit(rc, tiny_data, tmp_path / "full", progress=False)
     per_epoch = -(-len(tiny_data.split("train")) // 8)
-    assert full is not None and full["steps"] == 3 * per_epoch
+    assert full is not None
+    assert full["steps"] == 3 * per_epoch
     k = per_epoch + 2  # mid-epoch and between evaluations (every 4 steps)
     assert k % 4 != 0
     assert fit(rc, tiny_data, tmp_path / "cut", progress=False, stop_after=k) is None
@@ -58,7 +59,8 @@ def test_resume_after_stop_at_step_k_is_bitwise_identical(tiny_data: PreparedDat
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert _lines(tmp_path / "full") == _lines(tmp_path / "cut")
-    assert resumed["test"] == full["test"] and resumed["best_step"] == full["best_step"]
+    assert resumed["test"] == full["test"]
+    assert resumed["best_step"] == full["best_step"]
 
 
 def test_best_checkpoint_is_selected_on_valid_and_test_scored_once(tiny_data: PreparedData, tmp_path: Path) -> None:
@@ -78,7 +80,8 @@ def test_best_checkpoint_is_selected_on_valid_and_test_scored_once(tiny_data: Pr
 def test_paper_protocol_selects_on_test_and_says_biased(tiny_data: PreparedData, tmp_path: Path) -> None:
     metrics = fit(_rc("din", max_steps=4, protocol="paper"), tiny_data, tmp_path / "run", progress=False)
     assert metrics is not None
-    assert metrics["protocol"] == BIASED_LABEL and "BIASED" in metrics["protocol"]
+    assert metrics["protocol"] == BIASED_LABEL
+    assert "BIASED" in metrics["protocol"]
     assert metrics["selected_on"] == "test"
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["eval_split"] == "test"
@@ -97,7 +100,8 @@ def test_non_finite_loss_stops_with_a_user_error_and_no_nan_weights(tiny_data: P
 def test_early_stopping_and_existing_run_dir(tiny_data: PreparedData, tmp_path: Path) -> None:
     rc = _rc("base", "train.patience=1", "train.eval_every=1", "train.lr=1e-9", epochs=50)
     metrics = fit(rc, tiny_data, tmp_path / "run", progress=False)
-    assert metrics is not None and metrics["stop_reason"].startswith("early stop")
+    assert metrics is not None
+    assert metrics["stop_reason"].startswith("early stop")
     assert metrics["steps"] < 50 * -(-len(tiny_data.split("train")) // 8)
     with pytest.raises(UserError, match="already holds a run"):
         fit(rc, tiny_data, tmp_path / "run", progress=False)

@@ -100,7 +100,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a training step may draw from, as tensors and plain values (``weights_only``-loadable)."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

@@ -68,7 +68,7 @@ def _pair_counts(
     block_pos = np.bincount(block, weights=ys.astype(np.float64), minlength=block_start.size)
     block_neg = block_size - block_pos
     ties = np.bincount(group_index[block_start], weights=block_pos * block_neg, minlength=num_groups)
-    return g[group_start], pos, neg, wins, ties
+    return g[group_start], pos.astype(np.float64), neg.astype(np.float64), wins, ties.astype(np.float64)
 
 
 def auc(labels: ArrayLike, scores: ArrayLike) -> float:

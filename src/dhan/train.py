@@ -323,11 +323,10 @@ def fit(
         log.info("%s: already finished; not retraining", run)
         return read_json(run / "metrics.json")
     resuming = resume and last_path.is_file()
-    if resume and not resuming:
-        if any(run.iterdir()):
-            # a run that died before its first checkpoint: start it again from scratch
-            for name in ("metrics.jsonl", "best.pt"):
-                (run / name).unlink(missing_ok=True)
+    if resume and not resuming and any(run.iterdir()):
+        # a run that died before its first checkpoint: start it again from scratch
+        for name in ("metrics.jsonl", "best.pt"):
+            (run / name).unlink(missing_ok=True)
         log.info("%s: no checkpoint to resume from; starting from step 0", run)
     if resuming:
         rc = run_config_from_resolved(read_json(run / "config.json"))

@@ -63,11 +63,9 @@ def make_figures(report: Path, models: tuple[str, ...], data: Any) -> list[str]:
     figures = []
     plot_training_curves([run_dir(report, m, 0) for m in models], report / "training_curves.png", list(models))
     figures.append("training_curves.png")
-    test = data.split("test")
-    positives = test.user[test.label == 1]
-    if positives.size == 0:
+    raw_user = _user_with_most_categories(data)
+    if raw_user is None:
         return figures
-    raw_user = data.user_raw_ids[int(positives[0])]
     for m in models:
         model, _, _ = load_run_model(run_dir(report, m, 0))
         if not hasattr(model, "explain"):
@@ -85,6 +83,29 @@ def make_figures(report: Path, models: tuple[str, ...], data: Any) -> list[str]:
         figures.append(name)
         break
     return figures
+
+
+def _user_with_most_categories(data: Any, candidates: int = 200) -> str | None:
+    """A test user (among the first ``candidates`` with a positive) whose history spans the most categories:
+    a Figure-4 bar chart with one bar says little."""
+    import numpy as np
+
+    test = data.split("test")
+    rows = np.flatnonzero(test.label == 1)[:candidates]
+    if rows.size == 0:
+        return None
+    if "category" not in data.schema.attribute_names:
+        return str(data.user_raw_ids[int(test.user[rows[0]])])
+    col = data.schema.attribute_index("category")
+    max_len = data.schema.max_len
+
+    def distinct(row: int) -> int:
+        u, p = int(test.user[row]), int(test.position[row])
+        start = data.offsets[u] + max(0, p - max_len)
+        return len(np.unique(data.item_attrs[data.hist_item[start : data.offsets[u] + p], col]))
+
+    best = max(rows.tolist(), key=distinct)
+    return str(data.user_raw_ids[int(test.user[best])])
 
 
 def run(args: argparse.Namespace) -> int:

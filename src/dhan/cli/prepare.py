@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="item attribute: category=COL, brand=COL, price=COL or NAME=COL (repeatable)",
     )
     t.add_argument("--category-sep", default=None, help="separator of a category path column, e.g. ' > '")
+    t.add_argument(
+        "--missing-value", action="append", default=[], help="attribute value that means unknown, e.g. 0 (repeatable)"
+    )
     t.add_argument("--sep", default=None, help="field separator of CSV/TSV files (default: by extension / sniffed)")
     _common(t)
     s = sub.add_parser("synthetic", help="the embedded synthetic dataset with hierarchical interests")
@@ -130,6 +133,7 @@ def prepare_from_args(args: argparse.Namespace) -> dict[str, Any]:
             category_sep=args.category_sep,
             sep=args.sep,
             strict=args.strict,
+            missing_values=tuple(args.missing_value),
         )
     elif args.source == "synthetic":
         from dhan.data.synthetic import GeneratorParams, generate

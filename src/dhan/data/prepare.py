@@ -238,8 +238,8 @@ def _sample_count(n: int, fraction: float, rng: np.random.Generator) -> np.ndarr
 def _sorted_unique(col: pl.Series, numeric: bool) -> pl.Series:
     """Unique raw ids in a deterministic order: as integers when every id is one (table sources), else as text."""
     uniq = col.unique()
-    if numeric:
-        return uniq.sort_by(uniq.cast(pl.Int64))
+    if numeric and bool(uniq.str.contains(r"^-?\d{1,18}$").all()):
+        return uniq.gather(uniq.cast(pl.Int64).arg_sort())
     return uniq.sort()
 
 

@@ -40,7 +40,7 @@ class RawLog:
     sources: list[dict[str, Any]] = field(default_factory=list)  # {"path", "role", "sha256", ...}
     skipped_lines: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # source-specific keys for schema.json (formats, generator)
-    numeric_ids: bool = False  # sort raw user/item ids as integers (they all are) rather than as strings
+    numeric_ids: bool = False  # a column of all-integer raw ids sorts as integers (table sources), else as text
 
 
 class LineErrors:

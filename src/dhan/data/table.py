@@ -56,7 +56,6 @@ def read_frame(path: Path, flag: str, sep: str | None = None) -> tuple[pl.DataFr
             separator=_separator(path, sep),
             infer_schema=False,
             truncate_ragged_lines=True,
-            missing_utf8_is_empty_string=False,
         )
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise UserError(
@@ -93,7 +92,9 @@ def read_table(
     category_sep: str | None = None,
     sep: str | None = None,
     strict: bool = False,
+    missing_values: tuple[str, ...] = (),
 ) -> RawLog:
+    """Read the logs; attribute cells that are empty or one of ``missing_values`` (e.g. ``0``) become unknown."""
     attributes = attributes or {}
     errors = LineErrors(strict)
     inter, first = read_frame(interactions, "--interactions", sep)
@@ -134,7 +135,7 @@ def read_table(
     cols = [pl.col(item_col).alias(ITEM_COL)]
     for dim, col in attributes.items():
         c = pl.col(col).cast(pl.String).str.strip_chars()
-        c = pl.when(c == "").then(None).otherwise(c)
+        c = pl.when((c == "") | c.is_in(list(missing_values))).then(None).otherwise(c)
         if dim == "category":
             path = c.str.split(category_sep) if category_sep else pl.concat_list(c)
             cols.append(path.list.eval(pl.element().str.strip_chars()).alias(CATEGORY_PATH_COL))
@@ -154,7 +155,6 @@ def read_table(
             .otherwise(pl.col(CATEGORY_PATH_COL))
             .alias(CATEGORY_PATH_COL)
         )
-    numeric = bool(log["user"].str.contains(r"^-?\d{1,18}$").all() and log["item"].str.contains(r"^-?\d{1,18}$").all())
     return RawLog(
         interactions=log,
         items=attrs,
@@ -164,6 +164,7 @@ def read_table(
         info={
             "columns": {"user": user_col, "item": item_col, "time": time_col, "attributes": attributes},
             "category_sep": category_sep,
+            "missing_values": list(missing_values),
         },
-        numeric_ids=numeric,
+        numeric_ids=True,
     )
