@@ -95,3 +95,17 @@ def test_with_padding_appends_on_the_right(tiny_batch: Batch) -> None:
     assert padded.hist_len == tiny_batch.hist_len + 3
     assert not padded.hist_mask[:, -3:].any()
     padded.validate()
+
+
+def test_bucketing_groups_similar_lengths_and_stays_a_permutation(tiny_data: PreparedData) -> None:
+    hist = HistoryTensors(tiny_data)
+    s = tiny_data.split("train")
+    plain = BatchLoader(hist, s, 3, shuffle=True, seed=5)
+    bucketed = BatchLoader(hist, s, 3, shuffle=True, seed=5, bucket_batches=4)
+    assert sorted(bucketed.order().tolist()) == list(range(len(s)))
+    assert bucketed.order().tolist() == bucketed.order().tolist()  # deterministic
+
+    def spread(loader: BatchLoader) -> int:
+        return sum(int(b.hist_mask.sum(1).max() - b.hist_mask.sum(1).min()) for b in loader)
+
+    assert spread(bucketed) <= spread(plain)
