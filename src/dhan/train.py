@@ -575,8 +575,13 @@ def _finish(
         m = evaluate(model, loader, device)
         return {k: m[k] for k in (*REPORTED, "samples")}
 
-    valid, test = scored(valid_loader), scored(test_loader)
     cfg = rc.train
+    if cfg.protocol == "valid" and set(REPORTED) <= set(best.get("metrics", {})):
+        # the best checkpoint was chosen by exactly this evaluation; scoring valid again would repeat it
+        valid: dict[str, float] | None = {k: best["metrics"][k] for k in (*REPORTED, "samples")}
+    else:
+        valid = scored(valid_loader)
+    test = scored(test_loader)
     metrics: dict[str, Any] = {
         "model": rc.model_name,
         "seed": cfg.seed,

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "models x seeds: the paper's tables with mean ± std, RelaImpr and a t-test"),
     "plot": ("plot", "training loss and validation AUC of several runs (paper Figure 5)"),
     "explain": ("explain", "one user's category- and item-level attention for a target (paper Figure 4)"),
+    "export": ("export", "a run's model, id maps and schema as one TorchScript or ONNX file (parity-checked)"),
+    "serve": ("serve", "HTTP JSON scoring service for a run or an exported model (FastAPI + uvicorn)"),
     "demo": ("demo", "synthetic data, DIN vs DHAN over 3 seeds, report and figures in a few minutes"),
 }
 

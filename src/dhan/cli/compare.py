@@ -11,15 +11,27 @@ from dhan.config import PRESETS, PROTOCOLS
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MODELS = ("base", "wdl", "pnn", "din", "dien", "dhan")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared dataset directory")
-    parser.add_argument("--models", default="base,wdl,pnn,din,dien,dhan", help="comma-separated model names")
-    parser.add_argument("--seeds", type=int, default=5, help="runs per model, seeds 0..N-1 (paper: 5)")
-    parser.add_argument("--baseline", default="din", help="model RelaImpr and the t-test compare against")
+    parser.add_argument(
+        "--models", help=f"comma-separated model names (default: the config's models, else {','.join(DEFAULT_MODELS)})"
+    )
+    parser.add_argument("--seeds", type=int, help="runs per model, seeds 0..N-1 (default: the config's, else 5)")
+    parser.add_argument("--baseline", help="model RelaImpr and the t-test compare against (default: config's, din)")
     parser.add_argument("--out", required=True, help="report directory (runs go to OUT/runs/<model>/seed<k>)")
     parser.add_argument("--config", help="YAML with train/data sections and per-model `models:` overrides")
-    parser.add_argument("--set", dest="set_flags", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--set",
+        dest="set_flags",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of every run (model.* keys must exist in every model; per-model settings go in "
+        "the --config file's model_overrides)",
+    )
     parser.add_argument("--preset", choices=PRESETS, default=None)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int)
@@ -113,11 +125,14 @@ def run(args: argparse.Namespace) -> int:
     from dhan.experiments import CompareSpec, build_report, run_all, table_text, write_report
 
     cfg = load_compare_config(args.config)
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if args.models:
+        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    else:
+        models = tuple(cfg.get("models") or DEFAULT_MODELS)
     spec = CompareSpec(
         models=models,
-        seeds=args.seeds,
-        baseline=args.baseline,
+        seeds=args.seeds if args.seeds is not None else int(cfg.get("seeds", 5)),
+        baseline=args.baseline or str(cfg.get("baseline", "din")),
         preset=args.preset or str(cfg.get("preset", "paper")),
         file_config={k: cfg[k] for k in ("train", "data") if k in cfg},
         model_configs=cfg.get("model_overrides") or {},

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         with_negatives=needs_negatives(model),
     )
     metrics = evaluate(model, loader, device)
-    step = int(load_checkpoint(run_dir / f"{args.checkpoint}.pt").get("step", -1))
+    ckpt = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
+    step = int(ckpt["step"]) if "step" in ckpt else int(ckpt.get("progress", {}).get("step", -1))
     out = {
         "run": str(run_dir),
         "model": resolved["model_name"],

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from dhan.config import PRESETS, PROTOCOLS
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         data = PreparedData.load(data_path)
         from dhan.config import run_config_from_resolved
 
+        ignored = [f for f, v in (("--model", args.model), ("--config", args.config), ("--set", args.set_flags)) if v]
+        ignored += [f"--{k.replace('_', '-')}" for k, v in train_flags(args).items() if v is not None]
+        if ignored:
+            log.warning("--resume continues with the run's saved config.json; ignoring %s", ", ".join(ignored))
         rc = run_config_from_resolved(resolved)
     else:
         file_config = load_config_file(args.config) if args.config else {}
