@@ -12,6 +12,7 @@ full length (every row has T real items), as the issue asks.
 
 from __future__ import annotations
 
+import itertools
 import resource
 import time
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ import torch
 NUM_ITEMS = 50_000  # real items (vocabulary = NUM_ITEMS + 2)
 EMBED_DIM = 64  # item and category embedding sizes (D = 128 after the join), as the DIN/DHAN code
 ATT_HIDDEN = (80, 40)  # activation unit, sigmoid
-HEAD_HIDDEN = (200, 80)  # head MLP, Dice
+HEAD_HIDDEN = (200, 80)  # head MLP
+# ReLU: DeepCTR-Torch 0.3.0 DNN(activation="dice") asserts 3-D input and fails on DIN's 2-D head input
+HEAD_ACTIVATION = "relu"
 AUX_HIDDEN = (100, 50)  # DIEN auxiliary net, sigmoid
 FAVOURITES = 5
 FAVOURITE_SHARE = 0.8
@@ -81,7 +84,7 @@ def make_arrays(n: int, t: int, num_categories: int, seed: int = 0, kind: str = 
 
 def mlp_flops(in_dim: int, dims: tuple[int, ...], out_dim: int | None) -> int:
     widths = [in_dim, *dims, *([out_dim] if out_dim is not None else [])]
-    return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    return sum(2 * a * b for a, b in itertools.pairwise(widths))
 
 
 def activation_unit_flops(d: int, hidden: tuple[int, ...], n_keys: int, split: bool = True) -> int:
@@ -108,7 +111,7 @@ def model_flops(model: str, t: int, groups: float, d: int = 2 * EMBED_DIM) -> in
     if model in ("dhan", "dhan-gru"):
         if model == "dhan-gru":
             f += activation_unit_flops(d, ATT_HIDDEN, t) + 2 * t * d  # the hierarchy's level 1 (forms the groups)
-        f += 2 * t * d + activation_unit_flops(d, ATT_HIDDEN, int(round(groups))) + 2 * groups * d  # Eq. 2, level 2
+        f += 2 * t * d + activation_unit_flops(d, ATT_HIDDEN, round(groups)) + 2 * groups * d  # Eq. 2, level 2
     if model in ("dien", "dhan-gru"):
         f += gru_flops(d, d, t) + gru_flops(d, d, t)  # extractor + AUGRU
         f += 2 * (t - 1) * mlp_flops(2 * d, AUX_HIDDEN, 1)  # auxiliary net on positives and negatives

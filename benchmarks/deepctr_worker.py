@@ -5,7 +5,7 @@ Usage (by ``train_throughput.py``): ``python deepctr_worker.py JOB.json`` with
 Prints one JSON line ``{"samples_per_s", "steps", "peak_rss_mb", "deepctr_version"}``.
 
 Shapes as our models in the benchmark: item and category embeddings of 64 (query/key D = 128), activation unit
-80-40-1 sigmoid, head 200-80-1 Dice, Adam (lr 1e-3), no L2 (``l2_reg_embedding=0``), no dropout, no BN in the head.
+80-40-1 sigmoid, head 200-80-1 ReLU, Adam (lr 1e-3), no L2 (``l2_reg_embedding=0``), no dropout, no BN in the head.
 DIN: raw (unnormalised) attention weights, as our ``din`` default. DIEN: GRU extractor with the auxiliary net
 100-50-1 on sampled negatives, softmax attention, AUGRU. The training step is ``fit``'s inner loop (forward, BCE sum
 + regularisation + auxiliary loss, backward, step) on pre-built input tensors, without ``fit``'s DataLoader.
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import ATT_HIDDEN, EMBED_DIM, HEAD_HIDDEN, NUM_ITEMS, peak_rss_mb, time_steps  # noqa: E402
+from bench_common import ATT_HIDDEN, EMBED_DIM, HEAD_ACTIVATION, HEAD_HIDDEN, NUM_ITEMS, peak_rss_mb, time_steps
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
             feats,
             ["item", "cate"],
             dnn_hidden_units=HEAD_HIDDEN,
-            dnn_activation="dice",
+            dnn_activation=HEAD_ACTIVATION,
             att_hidden_size=ATT_HIDDEN,
             att_activation="sigmoid",
             att_weight_normalization=False,
@@ -75,7 +75,7 @@ def main() -> None:
             use_negsampling=True,
             alpha=1.0,
             dnn_hidden_units=HEAD_HIDDEN,
-            dnn_activation="dice",
+            dnn_activation=HEAD_ACTIVATION,
             att_hidden_units=ATT_HIDDEN,
             att_activation="sigmoid",
             att_weight_normalization=True,

@@ -8,13 +8,16 @@ threads), the data loader alone (``dhan.data.loader.BatchLoader`` on a synthetic
 for every (T, categories) setting each of our models and DeepCTR-Torch's DIN and DIEN on the same arrays (written
 once to an ``.npz``). Every measurement runs in its own process, so ``peak_rss_mb`` (``ru_maxrss``) is that model's
 training peak. DeepCTR-Torch runs in a separate virtualenv that this script creates on first use
-(``~/.cache/dhan-bench/deepctr-venv``: ``torch`` at our version, then ``deepctr-torch --no-deps``, tqdm,
+(``~/.cache/dhan-bench/deepctr-venv``: ``torch`` at our version, then ``deepctr-torch --no-deps``, tqdm, requests,
 scikit-learn); it is never a dependency of ``dhan``. ``--no-deepctr`` skips it.
 
 Shapes (identical on both sides; see ``bench_common.py``): batch 1024, item and category embeddings 64 (D = 128),
-activation unit 80-40-1 sigmoid, head 200-80-1 Dice, Adam lr 1e-3, full-length histories, a fixed seed.
-``mfu`` = model FLOPs per sample (forward + backward = 3 x forward, counted from the layer shapes with the
-activation unit's first layer as the Linear(4D, H) it is) x samples/s / measured matmul peak.
+activation unit 80-40-1 sigmoid, head 200-80-1 ReLU (DeepCTR-Torch's Dice head fails on DIN's 2-D input), Adam lr
+1e-3, full-length histories, a fixed seed.
+``mfu`` = model FLOPs per sample (forward + backward = 3 x forward, counted from the layer shapes: Linear, GRU,
+pooling; the activation unit's first layer counted as executed in its split form, q-term once per row and two
+(D x H) products per key, i.e. about half of the Linear(4D, H) of the concatenated form, so the figure is not
+inflated by the algebra) x samples/s / the measured matmul peak.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def our_overrides(model: str) -> dict[str, object]:
         "item_embedding_dim": bc.EMBED_DIM,
         "attribute_embedding_dim": bc.EMBED_DIM,
         "head_hidden": bc.HEAD_HIDDEN,
-        "head_activation": "dice",
+        "head_activation": bc.HEAD_ACTIVATION,
         "head_output": "logit",
     }
     if model != "base":
@@ -73,7 +76,8 @@ def our_worker(job: dict) -> dict:
     data = np.load(job["npz"])
     n, t = data["hist_item"].shape
     c = int(data["num_categories"])
-    schema = Schema(num_users=1, num_items=bc.NUM_ITEMS, max_len=t, attributes=(AttributeSpec("category", "category", 1, c),))
+    attrs = (AttributeSpec("category", "category", 1, c),)
+    schema = Schema(num_users=1, num_items=bc.NUM_ITEMS, max_len=t, attributes=attrs)
     torch.manual_seed(0)
     model = build_model(job["model"], schema, our_overrides(job["model"])).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -132,13 +136,17 @@ def deepctr_python() -> Path:
     marker = DEEPCTR_VENV / ".dhan-bench-ready"
     if marker.exists():
         return py
-    print(f"creating {DEEPCTR_VENV} (torch {torch.__version__.split('+')[0]}, deepctr-torch --no-deps) ...", flush=True)
+    print(
+        f"creating {DEEPCTR_VENV} (torch {torch.__version__.split('+')[0]}, deepctr-torch --no-deps, tqdm, "
+        "scikit-learn, requests) ...",
+        flush=True,
+    )
     DEEPCTR_VENV.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", str(DEEPCTR_VENV)], check=True)
     pip = [str(py), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}", "numpy"], check=True)
     subprocess.run([*pip, "--no-deps", "deepctr-torch"], check=True)
-    subprocess.run([*pip, "tqdm", "scikit-learn"], check=True)
+    subprocess.run([*pip, "tqdm", "scikit-learn", "requests"], check=True)
     marker.write_text("ok\n")
     return py
 
@@ -167,17 +175,17 @@ def loader_benchmark(t: int, threads: int, batch: int, seconds: float) -> dict:
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(7)
-    users, per_user = 20_000, 3 * t  # 60 behaviours x T ... per user: every sample has a full-length history
+    users, per_user = 20_000, 3 * t  # every sample has a full-length history
     n = users * per_user
-    schema = Schema(
-        num_users=users, num_items=bc.NUM_ITEMS, max_len=t, attributes=(AttributeSpec("category", "category", 1, 1000),)
-    )
+    attrs = (AttributeSpec("category", "category", 1, 1000),)
+    schema = Schema(num_users=users, num_items=bc.NUM_ITEMS, max_len=t, attributes=attrs)
     item_attrs = bc.item_category(1000)[:, None]
     offsets = np.arange(users + 1, dtype=np.int64) * per_user
     hist_item = rng.integers(2, bc.NUM_ITEMS + 2, size=n)
     user = np.repeat(np.arange(users), per_user - t)
     position = np.tile(np.arange(t, per_user), users)
-    samples = SampleTable(user, position, rng.integers(2, bc.NUM_ITEMS + 2, size=len(user)), np.ones(len(user), np.int8))
+    targets = rng.integers(2, bc.NUM_ITEMS + 2, size=len(user))
+    samples = SampleTable(user, position, targets, np.ones(len(user), np.int8))
     data = PreparedData(
         schema=schema,
         item_attrs=item_attrs,
@@ -255,7 +263,8 @@ def main() -> None:
     dctr = None if args.no_deepctr or args.device != "cpu" else deepctr_python()
 
     rows = []
-    header = f"{'model':9} {'T':>4} {'cats':>6} {'groups':>9} {'ours/s':>8} {'deepctr/s':>9} {'ratio':>6} {'mfu':>6} {'RSS MB':>7}"
+    header = f"{'model':9} {'T':>4} {'cats':>6} {'groups':>9} {'ours/s':>8} {'deepctr/s':>9} {'ratio':>6} {'mfu':>6}"
+    header += f" {'RSS MB':>7}"
     print(header, flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from fastapi.testclient import TestClient
-from runs import make_run
 
 from dhan.batch import Batch
 from dhan.data.store import PreparedData
 from dhan.export import export_run, load_run
 from dhan.serve import ScoringService, create_app, load_scorer
+from runs import make_run
+
+with warnings.catch_warnings():
+    # starlette asks for its `httpx2` fork; the TestClient works the same with httpx
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +107,12 @@ def test_explain_returns_top_items_and_categories(client: TestClient) -> None:
     out = client.post("/v1/score", json={**body, "top": 2}).json()
     assert len(out["explanations"]) == 2
     ex = out["explanations"][0]
-    assert len(ex["items"]) == 2 and {i["item"] for i in ex["items"]} <= set(body["history"])
+    assert len(ex["items"]) == 2
+    assert {i["item"] for i in ex["items"]} <= set(body["history"])
     assert ex["items"][0]["weight"] >= ex["items"][1]["weight"]
     groups = ex["groups"]
-    assert groups["attribute"] == "category" and groups["source"] == "group-attention"
+    assert groups["attribute"] == "category"
+    assert groups["source"] == "group-attention"
     assert {g["name"] for g in groups["top"]} <= {"c0", "c1", "c2", "c3"}
     assert sum(g["weight"] for g in groups["top"]) <= 1 + 1e-6
 
@@ -145,7 +152,8 @@ def test_explain_needs_an_attention_model(tiny_data: PreparedData, root: Path) -
     run = make_run(tiny_data, root, "base")
     with TestClient(create_app(ScoringService(load_scorer(run=run)))) as c:
         r = c.post("/v1/score", json={"history": ["item3"], "candidates": ["item2"], "explain": True})
-        assert r.status_code == 422 and "no attention" in r.json()["error"]
+        assert r.status_code == 422
+        assert "no attention" in r.json()["error"]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -155,10 +163,12 @@ def test_exported_artifacts_serve_the_same_scores(dhan_run: Path, root: Path, fm
     body = {"history": ["item3", "item7", "unknown"], "candidates": ["item5", "item9", "item2", "zzz"]}
     with TestClient(create_app(ScoringService(load_scorer(model=path)))) as c:
         meta = c.get("/v1/metadata").json()
-        assert meta["backend"] == fmt and meta["model"] == "dhan"
+        assert meta["backend"] == fmt
+        assert meta["model"] == "dhan"
         out = c.post("/v1/score", json=body).json()
         r = c.post("/v1/score", json={**body, "explain": True})
-        assert r.status_code == 422 and "--run" in r.json()["error"]
+        assert r.status_code == 422
+        assert "--run" in r.json()["error"]
     with TestClient(create_app(ScoringService(load_scorer(run=dhan_run)))) as c:
         ref = c.post("/v1/score", json=body).json()
     assert out["unknown_items"] == ref["unknown_items"] == ["unknown", "zzz"]
@@ -187,7 +197,9 @@ def test_the_micro_batcher_merges_concurrent_requests_without_changing_scores(dh
 
     batched = ScoringService(scorer, batching=True, batch_window_ms=5)
     got = asyncio.run(run_all(batched))
-    assert batched.batcher is not None and batched.batcher.requests == 24 and batched.batcher.calls < 24
+    assert batched.batcher is not None
+    assert batched.batcher.requests == 24
+    assert batched.batcher.calls < 24
     ref = asyncio.run(run_all(ScoringService(scorer, batching=False)))
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)

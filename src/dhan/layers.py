@@ -1,7 +1,8 @@
 """Generic building blocks shared by the models: MLP, Dice, TF-style BatchNorm, masked softmax, the DIN activation
 unit and the reusable hierarchical (group-by-attribute) attention of DHAN.
 
-Shapes: B batch, T history length, N units at one level (items at level 1, groups above), S group slots (<= N: trimmed to the most any row uses),
+Shapes: B batch, T history length, N units at one level (items at level 1, groups above), S group slots
+(<= N: trimmed to the most any row of the batch uses),
 D key/query dim, H attention hidden width, L attention levels, F features.
 
 Nothing here knows about ``Batch`` or ``Schema``: every layer takes plain tensors, so the hierarchical attention
@@ -220,7 +221,8 @@ class ActivationUnit(nn.Module):
     ``output_bias=False`` drops the final layer's bias; use it when the scores go through a softmax, where that bias
     cancels out and would be a parameter that never receives a gradient (the reference graphs carry it anyway).
 
-    Shapes: ``query`` (B, D), ``keys`` (B, N, D) -> scores (B, N).
+    Shapes: ``query`` (B, D), ``keys`` (B, N, D) -> scores (B, N). ``keys`` may be ``(1, N, D)`` (one user's
+    history against B candidates): the key term is then computed once for all candidates.
     """
 
     def __init__(
@@ -304,10 +306,12 @@ def group_pool(values: Tensor, weights: Tensor, slot: Tensor, num_slots: int, ep
     ``weights`` must already be 0 on padding units. An unused slot gets exactly the zero vector. The epsilon keeps
     the sign of the denominator (raw, unnormalised weights can be negative), so the result is finite.
 
-    Shapes: ``values`` (B, N, D), ``weights`` (B, N), ``slot`` (B, N) -> (B, S=num_slots, D).
+    Shapes: ``values`` (B, N, D), ``weights`` (B, N), ``slot`` (B, N) -> (B, S=num_slots, D); ``values`` and
+    ``slot`` may have batch size 1 and are then shared by every row.
     """
-    b, n, d = values.shape
-    flat = (slot + torch.arange(b, device=slot.device)[:, None] * num_slots).reshape(-1)  # (B*N,)
+    b, n = weights.shape  # values and slot may have batch size 1 (one user's history, many candidates): broadcast
+    d = values.shape[-1]
+    flat = (slot.expand(b, n) + torch.arange(b, device=slot.device)[:, None] * num_slots).reshape(-1)  # (B*N,)
     weight_sum = weights.new_zeros(b * num_slots).index_add_(0, flat, weights.reshape(-1))  # (B*S,)
     denom = weight_sum + torch.where(weight_sum >= 0, eps, -eps)
     # Divide the (B, N) weights, not the (B, S, D) sums: same result, and the division's backward (which reduces
@@ -393,6 +397,9 @@ class HierarchicalAttention(nn.Module):
 
     Shapes: ``query`` (B, D), ``keys`` (B, T, D), ``mask`` (B, T) bool (True = real), ``group_ids`` (B, T, L-1)
     int64 (column ``j`` = each item's group id used by level ``j+2``; any ids, e.g. category then parent category).
+    ``keys``, ``mask`` and ``group_ids`` may instead have batch size 1: one history scored against B queries
+    (candidates). The key terms of the activation units and the grouping are then computed once, not B times;
+    ``group_ids`` / ``group_mask`` of the output then have batch size 1 too.
 
     Example (ten lines; drop into any model)::
 
@@ -440,7 +447,7 @@ class HierarchicalAttention(nn.Module):
         else:
             scores = unit(query, keys)  # (B, N)
         weights = normalize_scores(scores * self.scale, mask, self.options.normalization)  # (B, N)
-        pooled = torch.bmm(weights[:, None, :], keys).squeeze(1)  # (B, D)
+        pooled = torch.matmul(weights[:, None, :], keys).squeeze(1)  # (B, D); keys may be (1, N, D), broadcast
         return pooled, weights
 
     def forward(

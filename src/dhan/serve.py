@@ -11,9 +11,12 @@ Endpoints (see ``docs/serving.md``):
 One request is scored as one batch: every candidate is a row, all rows share the (expanded) history. Histories
 longer than the model's maximum keep the most recent items. Items the model has never seen get the unknown id (1)
 and, when the request gives them, their attributes (``item_attributes``); known items always use the attributes
-stored with the model. Concurrent requests are merged into one model call by a micro-batcher (rows concatenated,
-histories right-padded to the longest), which never changes a score because right padding and other rows do not
-affect a row's score; it is off for models whose scores depend on the batch (the DIEN code's batch Dice).
+stored with the model. Requests are scored one at a time on one worker thread (torch parallelises inside the call).
+An optional micro-batcher (``batching=True``, ``dhan serve --batching``) merges concurrent requests into one model
+call (rows concatenated, histories right-padded to the longest), which never changes a score because right padding
+and other rows do not affect a row's score; it is off by default because it did not raise throughput for
+100-candidate requests (``docs/benchmarks.md``, serving), and always off for models whose scores depend on the batch
+(the DIEN code's batch Dice).
 
 Safety: models come only from the command line (``--run``: ``torch.load(weights_only=True)``; ``--model``: an
 exported artifact, see :func:`dhan.export.load_artifact`); nothing in a request names a file. Bodies are limited
@@ -265,7 +268,7 @@ def merge(parts: Sequence[Inputs]) -> Inputs:
 
 
 def contiguous(inputs: Inputs) -> Inputs:
-    a, b, c, d, e = (np.ascontiguousarray(x) for x in inputs)
+    a, b, c, d, e = (np.ascontiguousarray(x) if x.flags.writeable else np.array(x) for x in inputs)
     return a, b, c, d, e
 
 
@@ -412,7 +415,7 @@ class ScoringService:
         *,
         max_candidates: int = MAX_CANDIDATES,
         max_body_bytes: int = MAX_BODY_BYTES,
-        batching: bool = True,
+        batching: bool = False,
         batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
     ) -> None:
         self.scorer = scorer
@@ -550,7 +553,7 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    batching: bool = True,
+    batching: bool = False,
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
     max_candidates: int = MAX_CANDIDATES,
     max_body_bytes: int = MAX_BODY_BYTES,

@@ -212,6 +212,9 @@ class CTRModel(nn.Module):
     """Base class: holds the config and schema, the item embedding, an optional item bias; subclasses define forward."""
 
     needs_negatives: ClassVar[bool] = False
+    # forward() accepts a history batch of size 1 with B targets (one user against B candidates) and shares the
+    # history's work across them; models without it are scored on the history expanded to B rows.
+    broadcasts_history: ClassVar[bool] = False
 
     def __init__(self, config: CommonConfig, schema: Schema, attributes: tuple[str, ...] | None = None) -> None:
         super().__init__()
@@ -226,6 +229,30 @@ class CTRModel(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def score_candidates(self, history: Batch, candidate_items: Tensor, candidate_attrs: Tensor) -> Tensor:
+        """Logits (K,) of one user's history against K candidate items: the same numbers as ``forward`` on the
+        batch of K rows that repeats the history, but the history's embeddings, the activation units' key terms,
+        DHAN's grouping and DIEN's GRU extractor are computed once instead of K times.
+
+        ``history``: a batch of one row (its target is ignored; negatives are not used); ``candidate_items`` (K,)
+        int64; ``candidate_attrs`` (K, A) int64. Meant for eval mode (no auxiliary loss is computed): in training
+        mode a batch-statistics norm would see the K rows as the batch, as ``forward`` would.
+        """
+        if history.size != 1:
+            raise ValueError(f"score_candidates takes the history of one user (a batch of 1); got {history.size}")
+        k = int(candidate_items.shape[0])
+        if candidate_attrs.shape[0] != k:
+            raise ValueError(f"candidate_attrs has {candidate_attrs.shape[0]} rows; expected {k} (one per candidate)")
+        rows = 1 if self.broadcasts_history else k
+        batch = Batch(
+            target_item=candidate_items,
+            target_attrs=candidate_attrs,
+            hist_items=history.hist_items.expand(rows, -1),
+            hist_attrs=history.hist_attrs.expand(rows, -1, -1),
+            hist_mask=history.hist_mask.expand(rows, -1),
+        )
+        return self.forward(batch).logits
 
 
 def masked_sum(values: Tensor, mask: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ switches (softmax, scaling, shared level MLP, level-2 LayerNorm, TF BatchNorm, h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -115,6 +115,8 @@ def plan_dimensions(config: DHANConfig, schema: Schema) -> tuple[DimensionPlan, 
 
 
 class DHAN(CTRModel):
+    broadcasts_history: ClassVar[bool] = True
+
     def __init__(self, config: DHANConfig, schema: Schema) -> None:
         plans = plan_dimensions(config, schema)
         level1 = tuple(schema.dimension_levels(p.dimension)[0].name for p in plans)

@@ -106,12 +106,14 @@ class AUGRU(nn.Module):
         return g * h + (1.0 - g) * n
 
     def forward(self, inputs: Tensor, attention: Tensor, mask: Tensor) -> Tensor:
-        b, t, _ = inputs.shape
+        b = attention.shape[0]  # inputs and mask may have batch size 1 (one history, b candidates): broadcast
         x_proj = self.input_proj(inputs)  # (B, T, 3H), all steps at once
         h = inputs.new_zeros(b, self.hidden_size)  # (B, H)
-        for i in range(t):
-            new = self.step(x_proj[:, i], h, attention[:, i, None])
-            h = torch.where(mask[:, i, None], new, h)  # padded step: carry the state
+        # unbind once: indexing x_proj[:, i] in the loop makes every step's backward allocate and add a whole
+        # (B, T, 3H) zero gradient (measured 60% of a DIEN training step at T=50); unbind's backward stacks once.
+        steps = zip(x_proj.unbind(1), attention[..., None].unbind(1), mask[..., None].unbind(1), strict=True)
+        for x_t, a_t, m_t in steps:
+            h = torch.where(m_t, self.step(x_t, h, a_t), h)  # padded step: carry the state
         return h
 
 
@@ -159,6 +161,7 @@ class InterestEvolution(nn.Module):
 
 class DIEN(CTRModel):
     needs_negatives: ClassVar[bool] = True
+    broadcasts_history: ClassVar[bool] = True
 
     def __init__(self, config: DIENConfig, schema: Schema) -> None:
         super().__init__(config, schema)
@@ -171,7 +174,7 @@ class DIEN(CTRModel):
         hist = self.embedding.history(batch)  # (B, T, D)
         neg = self.embedding.negatives(batch) if with_aux else None  # (B, T, D)
         final, aux, weights = self.interest(target, hist, batch.hist_mask, neg)  # (B, D), (), (B, T)
-        hist_sum = masked_sum(hist, batch.hist_mask)  # (B, D)
+        hist_sum = masked_sum(hist, batch.hist_mask).expand_as(target)  # (B, D) (history may be a batch of 1)
         logits = self.head(torch.cat([target, hist_sum, target * hist_sum, final], dim=-1))  # (B,)
         return self.add_item_bias(logits, batch), aux, weights
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -41,6 +41,8 @@ class DINConfig(CommonConfig):
 
 
 class DIN(CTRModel):
+    broadcasts_history: ClassVar[bool] = True
+
     def __init__(self, config: DINConfig, schema: Schema) -> None:
         super().__init__(config, schema)
         d = self.embedding.dim
@@ -56,7 +58,7 @@ class DIN(CTRModel):
         hist = self.embedding.history(batch)  # (B, T, D)
         scores = self.attention(target, hist) * self.scale  # (B, T)
         weights = normalize_scores(scores, batch.hist_mask, self.normalization)  # (B, T)
-        interest = torch.bmm(weights[:, None, :], hist).squeeze(1)  # (B, D)
+        interest = torch.matmul(weights[:, None, :], hist).squeeze(1)  # (B, D); hist may be (1, T, D)
         return target, interest, weights
 
     def forward(self, batch: Batch) -> ModelOutput:
