@@ -41,6 +41,7 @@ import bench_common as bc  # noqa: E402
 
 OUR_MODELS = ("base", "din", "dien", "dhan", "dhan-gru")
 DEEPCTR_OF = {"din": "din", "dien": "dien"}
+GRU_MODELS = ("dien", "dhan-gru")
 DEEPCTR_VENV = Path.home() / ".cache" / "dhan-bench" / "deepctr-venv"
 
 
@@ -228,7 +229,13 @@ def main() -> None:
         print(json.dumps(our_worker(json.loads(Path(sys.argv[2]).read_text()))))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="T in {50, 100}, categories in {10, 10000}, fewer steps")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="T in {50, 100}, categories in {10, 10000}, fewer steps; DeepCTR-Torch measured once per T (at the first "
+        "category count: its DIN/DIEN do no per-category work) and its figure reused for the other counts; dien and "
+        "dhan-gru once per T (first category count), one untimed-warmup-free step",
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=1024)
@@ -245,7 +252,7 @@ def main() -> None:
     lengths = [int(x) for x in args.T.split(",")] if args.T else lengths
     cats = [int(x) for x in args.categories.split(",")] if args.categories else cats
     models = [m for m in args.models.split(",") if m]
-    warmup, steps, budget = (1, 4, 6.0) if args.quick else (2, 10, 20.0)
+    warmup, steps, budget = (1, 4, 5.0) if args.quick else (2, 10, 20.0)
     torch.set_num_threads(args.threads)
 
     started = time.time()
@@ -263,6 +270,7 @@ def main() -> None:
     dctr = None if args.no_deepctr or args.device != "cpu" else deepctr_python()
 
     rows = []
+    deepctr_cache: dict[tuple[int | str, ...], dict | None] = {}
     header = f"{'model':9} {'T':>4} {'cats':>6} {'groups':>9} {'ours/s':>8} {'deepctr/s':>9} {'ratio':>6} {'mfu':>6}"
     header += f" {'RSS MB':>7}"
     print(header, flush=True)
@@ -277,10 +285,19 @@ def main() -> None:
                 base_job = {"npz": str(npz), "threads": args.threads, "batch": args.batch, "warmup": warmup,
                             "steps": steps, "budget_s": budget, "device": args.device, "bf16": True}  # fmt: skip
                 for m in models:
-                    ours = run_child(sys.executable, Path(__file__).resolve(), {**base_job, "model": m}, tmp)
+                    slow = m in GRU_MODELS
+                    if args.quick and slow and c != cats[0]:
+                        continue  # quick: the recurrent models once per T (their cost is the T-step recurrence)
+                    # quick: one step of 1024 of a recurrent model takes 10-40 s on 2 shared cores
+                    job_base = {**base_job, "warmup": 0, "steps": 1} if args.quick and slow else base_job
+                    ours = run_child(sys.executable, Path(__file__).resolve(), {**job_base, "model": m}, tmp)
                     theirs = None
                     if dctr is not None and m in DEEPCTR_OF:
-                        theirs = run_child(dctr, HERE / "deepctr_worker.py", {**base_job, "model": DEEPCTR_OF[m]}, tmp)
+                        key = (m, t) if args.quick else (m, t, c)  # quick: DeepCTR-Torch once per T (see --help)
+                        if key not in deepctr_cache:
+                            job = {**job_base, "model": DEEPCTR_OF[m]}
+                            deepctr_cache[key] = run_child(dctr, HERE / "deepctr_worker.py", job, tmp)
+                        theirs = deepctr_cache[key]
                     sps = ours["samples_per_s"] if ours else None
                     dsps = theirs["samples_per_s"] if theirs else None
                     flops = bc.training_flops(m, t, mean_groups)
@@ -292,6 +309,7 @@ def main() -> None:
                         "deepctr_samples_per_s": dsps,
                         "ratio": sps / dsps if sps and dsps else None,
                         "mfu": flops * sps / (peak * 1e9) if sps else None,
+                        "deepctr_mfu": bc.training_flops(m, t, 0, split=False) * dsps / (peak * 1e9) if dsps else None,
                         "groups_mean": mean_groups,
                         "groups_max": max_groups,
                         "train_flops_per_sample": flops,

@@ -43,11 +43,11 @@ def _lines(run: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["dhan", "dien"])
 def test_resume_after_stop_at_step_k_is_bitwise_identical(tiny_data: PreparedData, tmp_path: Path, model: str) -> None:
-    rc = _rc(model, epochs=3, seed=1)
+    rc = _rc(model, epochs=2, seed=1)
     full = fit(rc, tiny_data, tmp_path / "full", progress=False)
     per_epoch = -(-len(tiny_data.split("train")) // 8)
     assert full is not None
-    assert full["steps"] == 3 * per_epoch
+    assert full["steps"] == 2 * per_epoch
     k = per_epoch + 2  # mid-epoch and between evaluations (every 4 steps)
     assert k % 4 != 0
     assert fit(rc, tiny_data, tmp_path / "cut", progress=False, stop_after=k) is None
