@@ -9,11 +9,13 @@ from dhan.batch import Batch
 from dhan.models import MODELS, build_model
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("overrides", [{}, {"levels": 3, "dimensions": "category,brand"}], ids=["default", "deep"])
+CASES = [(name, {}) for name in MODELS] + [
+    (name, {"levels": 3, "dimensions": "category,brand"}) for name in MODELS if name.startswith("dhan")
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), CASES, ids=[f"{n}-{'deep' if o else 'default'}" for n, o in CASES])
 def test_score_candidates_equals_forward(name: str, overrides: dict, tiny_schema, tiny_batch: Batch) -> None:
-    if overrides and not name.startswith("dhan"):
-        pytest.skip("levels / dimensions are DHAN fields")
     torch.manual_seed(0)
     model = build_model(name, tiny_schema, overrides).eval()
     row = 1  # a row with a non-empty history
