@@ -8,7 +8,6 @@ import torch
 from dhan.batch import Batch
 from dhan.models import MODELS, build_model
 
-
 CASES = [(name, {}) for name in MODELS] + [
     (name, {"levels": 3, "dimensions": "category,brand"}) for name in MODELS if name.startswith("dhan")
 ]
