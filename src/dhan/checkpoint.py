@@ -6,12 +6,22 @@ optimiser, scheduler, every RNG state and the data position. ``best.pt`` holds t
 evaluation and what was measured there.
 
 Files are written to a temporary file in the same directory, fsynced and renamed over the old one, so a crash
-while saving leaves the previous checkpoint intact.
+while saving leaves the previous checkpoint intact. A checkpoint file starts with a one-line header that holds the
+SHA-256 and the length of the ``torch.save`` payload after it::
+
+    DHAN-CHECKPOINT sha256=<64 hex digits> bytes=<payload length>\n<payload>
+
+so a truncated or otherwise damaged file is detected before ``torch.load`` reads it (:class:`CheckpointError`).
+``last.pt`` keeps its predecessor as ``last.prev.pt`` (:func:`load_last_checkpoint` falls back to it). Files
+written before the header existed (a bare ``torch.save`` zip) still load, without the check.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
 import os
 import random
 import tempfile
@@ -25,9 +35,17 @@ import torch
 from torch import nn
 
 from dhan.errors import UserError
+from dhan.faults import fault_point
 from dhan.schema import Schema
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_FORMAT = 1
+MAGIC = b"DHAN-CHECKPOINT "
+
+
+class CheckpointError(UserError):
+    """A checkpoint file that is missing, truncated, fails its checksum or is not a dhan checkpoint."""
 
 
 def atomic_write_bytes(path: Path, blob: bytes) -> None:
@@ -50,20 +68,55 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_torch_save(obj: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` through a temporary file, fsync and rename."""
+def checkpoint_bytes(obj: Mapping[str, Any]) -> bytes:
+    """The file content of a checkpoint: the checksum header, then the ``torch.save`` payload."""
+    buf = io.BytesIO()
+    torch.save(dict(obj), buf)
+    payload = buf.getvalue()
+    header = MAGIC + f"sha256={hashlib.sha256(payload).hexdigest()} bytes={len(payload)}\n".encode()
+    return header + payload
+
+
+def previous_path(path: Path) -> Path:
+    """``last.pt`` -> ``last.prev.pt``: where :func:`atomic_torch_save` keeps the file it replaces."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def atomic_torch_save(obj: Mapping[str, Any], path: Path, *, keep_previous: bool = False) -> None:
+    """Save a checksummed checkpoint through a temporary file, fsync and rename.
+
+    With ``keep_previous`` the file it replaces becomes :func:`previous_path` (renamed, so it stays intact).
+    """
+    blob = checkpoint_bytes(obj)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(obj), fh)
+            half = len(blob) // 2
+            fh.write(blob[:half])
+            fh.flush()
+            fault_point("checkpoint_write")
+            fh.write(blob[half:])
             fh.flush()
             os.fsync(fh.fileno())
+        if keep_previous and path.is_file():
+            os.replace(path, previous_path(path))
+            fault_point("checkpoint_rotate")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete the temporary files of writes that a crash interrupted (``.NAME.*.tmp``); the removed paths."""
+    removed = []
+    for p in directory.glob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _fsync_dir(d: Path) -> None:
@@ -79,20 +132,61 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _payload(p: Path, blob: bytes) -> bytes:
+    """The verified ``torch.save`` payload of a checkpoint file's content (legacy files: the whole file)."""
+    if blob.startswith(b"PK"):  # a bare torch.save zip, written before checksums existed
+        return blob
+    if not blob.startswith(MAGIC):
+        raise CheckpointError(f"{p}: not a dhan checkpoint (no DHAN-CHECKPOINT header); the file is damaged")
+    end = blob.find(b"\n", 0, 200)
+    try:
+        header = dict(f.split("=", 1) for f in blob[len(MAGIC) : end].decode("ascii").split())
+        digest, size = header["sha256"], int(header["bytes"])
+    except (ValueError, KeyError, UnicodeDecodeError):
+        raise CheckpointError(f"{p}: damaged checkpoint header; the file is not usable") from None
+    payload = blob[end + 1 :]
+    if len(payload) != size:
+        raise CheckpointError(f"{p}: truncated checkpoint ({len(payload)} of {size} payload bytes)")
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CheckpointError(f"{p}: checkpoint checksum mismatch (its SHA-256 differs from the header); damaged")
+    return payload
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU with ``weights_only=True``; a missing or damaged file is a UserError."""
+    """Read a checkpoint on the CPU with ``weights_only=True`` after checking its checksum.
+
+    A missing, truncated or damaged file is a :class:`CheckpointError` (a UserError) that says which.
+    """
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{p}: no such checkpoint; is this a run directory made by `dhan train`?")
+        raise CheckpointError(f"{p}: no such checkpoint; is this a run directory made by `dhan train`?")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        blob = p.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot read the checkpoint ({exc.strerror})") from None
+    payload = _payload(p, blob)
+    try:
+        ckpt = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise UserError(
+        raise CheckpointError(
             f"{p}: cannot read the checkpoint ({type(exc).__name__}: {exc}); delete it and retrain"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{p}: not a dhan checkpoint of format {CHECKPOINT_FORMAT}")
+        raise CheckpointError(f"{p}: not a dhan checkpoint of format {CHECKPOINT_FORMAT}")
     return ckpt
+
+
+def load_last_checkpoint(path: Path) -> tuple[dict[str, Any], Path]:
+    """``last.pt``, or ``last.prev.pt`` when ``last.pt`` is missing or damaged: ``(checkpoint, file read)``."""
+    errors = []
+    for candidate in (path, previous_path(path)):
+        try:
+            return load_checkpoint(candidate), candidate
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            if candidate == path and candidate.exists():
+                log.warning("%s; falling back to %s", exc, previous_path(path).name)
+    raise CheckpointError(f"no usable checkpoint to resume from: {'; '.join(errors)}")
 
 
 # --------------------------------------------------------------------------- RNG states as plain values

@@ -72,6 +72,7 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads; 0 = all cores
     protocol: Literal["valid", "paper"] = "valid"  # paper = select on test as the authors did: biased
     log_every: int = 50  # steps between progress-bar and TensorBoard updates of the running loss
+    checkpoint_every: int = 1000  # also save last.pt every N steps, to resume mid-epoch after a crash; 0 = never
 
     def __post_init__(self) -> None:
         positive = {"lr": self.lr, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
@@ -87,6 +88,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay,
             "num_threads": self.num_threads,
             "lr_decay_steps": self.lr_decay_steps,
+            "checkpoint_every": self.checkpoint_every,
         }
         for name, value in non_negative.items():
             if value < 0:
@@ -188,15 +190,18 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
         raise UserError(f"{key}={text!r} is not a boolean; use true or false")
     if tp is int:
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
             try:
                 as_float = float(text)
             except ValueError:
                 as_float = float("nan")
-            if as_float.is_integer():
-                return int(as_float)
-            raise UserError(f"{key}={text!r} is not an integer") from None
+            if not as_float.is_integer():
+                raise UserError(f"{key}={text!r} is not an integer") from None
+            number = int(as_float)
+        if not -(2**63) <= number < 2**63:  # torch and numpy take 64-bit integers: 1e30 overflowed there
+            raise UserError(f"{key}={text!r} is out of range for a 64-bit integer")
+        return number
     if tp is float:
         try:
             return float(text)

@@ -12,7 +12,19 @@ What a run does (:func:`fit`):
 
 Everything needed to continue an interrupted run bitwise is in ``last.pt`` (see :mod:`dhan.checkpoint`): on the
 CPU, a run stopped at step k and resumed ends with exactly the weights of an uninterrupted run, because the data
-order depends only on ``(seed, epoch)`` and every RNG state is restored.
+order depends only on ``(seed, epoch)`` and every RNG state is restored. ``last.pt`` is written at every
+evaluation, every ``train.checkpoint_every`` steps, on Ctrl-C or SIGTERM and at the end; the one it replaces is
+kept as ``last.prev.pt``, the fallback when ``last.pt`` is damaged. A run killed at any point (even with SIGKILL,
+even while writing a checkpoint) resumes from the newer of the two good files and still ends bitwise identical
+(``tests/test_crash.py``).
+
+Multi-process training (``torchrun --nproc-per-node N -m dhan train ...``, see :mod:`dhan.distributed` and
+``docs/scaling.md``): ``train.batch_size`` is the **global** batch; each of the N ranks takes ``batch_size / N``
+samples of it (the union over the ranks of step k is exactly the single-process batch k), the per-rank losses are
+weighted by their share of the global batch so that DistributedDataParallel's gradient average equals the
+single-process gradient, and the last global batch of an epoch is dropped when it has fewer per-rank batches than
+ranks. Each rank scores a contiguous shard of the evaluation split; rank 0 gathers the scores, computes the metrics
+and broadcasts them, so early-stopping decisions are the same everywhere. Rank 0 alone writes the run directory.
 
 The run directory::
 
@@ -22,11 +34,12 @@ The run directory::
     metrics.jsonl   one line per evaluation
     metrics.json    final summary: best step, valid and test metrics, throughput
     best.pt         weights at the selected evaluation
-    last.pt         full training state at the last evaluation (for --resume)
+    last.pt         full training state at the last checkpoint (for --resume); last.prev.pt: the one before
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -55,15 +68,20 @@ from dhan.checkpoint import (
     atomic_write_text,
     build_model,
     load_checkpoint,
+    load_last_checkpoint,
     model_config_dict,
+    previous_path,
     read_json,
+    remove_stale_temp_files,
     rng_state,
     set_rng_state,
 )
 from dhan.config import RunConfig, TrainConfig, run_config_from_resolved
 from dhan.data.loader import BatchLoader, HistoryTensors
-from dhan.data.store import PreparedData
+from dhan.data.store import PreparedData, SampleTable
+from dhan.distributed import DistContext, distributed
 from dhan.errors import UserError
+from dhan.faults import fault_point
 from dhan.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -79,11 +97,14 @@ class NonFiniteLossError(UserError):
 # --------------------------------------------------------------------------- building blocks
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
+    """``train.device`` as a torch device; under torchrun a CUDA run uses the GPU of the local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if ctx is not None and ctx.enabled and name.startswith("cuda"):
+        return torch.device("cuda", ctx.local_rank)
     return torch.device(name)
 
 
@@ -138,6 +159,8 @@ def predict(model: nn.Module, loader: BatchLoader, device: torch.device) -> tupl
     users, labels, logits = [], [], []
     for batch in loader:
         logit, _ = model_output(model(batch.to(device)))
+        if not logits:
+            fault_point("eval")
         logits.append(logit.detach().double().cpu())
         labels.append(batch.label if batch.label is not None else torch.zeros(batch.size))
         users.append(batch.user if batch.user is not None else torch.zeros(batch.size, dtype=torch.int64))
@@ -152,9 +175,22 @@ def predict(model: nn.Module, loader: BatchLoader, device: torch.device) -> tupl
     )
 
 
-def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device) -> dict[str, float]:
-    """AUC, GAUC, logloss and the DIN pairwise accuracy of one split (see :mod:`dhan.metrics`)."""
-    users, labels, logits = predict(model, loader, device)
+def evaluate(
+    model: nn.Module, loader: BatchLoader, device: torch.device, ctx: DistContext | None = None
+) -> dict[str, float]:
+    """AUC, GAUC, logloss and the DIN pairwise accuracy of one split (see :mod:`dhan.metrics`).
+
+    Distributed, ``loader`` holds this rank's shard (:func:`_shard`): rank 0 gathers every rank's scores in rank
+    order (the split's order), computes the metrics and broadcasts them.
+    """
+    part = predict(model, loader, device)
+    if ctx is None or not ctx.enabled:
+        return _metrics(*part)
+    parts = ctx.gather(part)
+    return ctx.on_main(lambda: _metrics(*(np.concatenate(cols) for cols in zip(*(parts or []), strict=True))))
+
+
+def _metrics(users: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     if not np.isfinite(logits).all():
         raise NonFiniteLossError("the model produced NaN or infinite scores; the checkpoint is damaged or diverged")
     out = classification_metrics(labels, logits, users)
@@ -185,8 +221,10 @@ def versions() -> dict[str, Any]:
     return out
 
 
-def set_threads(num_threads: int) -> None:
-    torch.set_num_threads(num_threads if num_threads > 0 else max(os.cpu_count() or 1, 1))
+def set_threads(num_threads: int, processes_per_node: int = 1) -> None:
+    """``train.num_threads`` torch threads; 0 = this process's share of the cores."""
+    share = max((os.cpu_count() or 1) // max(processes_per_node, 1), 1)
+    torch.set_num_threads(num_threads if num_threads > 0 else share)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -211,7 +249,9 @@ class _Progress:
 
 
 class _StopFlag:
-    """Set by the first Ctrl-C: the loop finishes the current step, saves ``last.pt`` and stops."""
+    """Set by the first Ctrl-C or SIGTERM: the loop finishes the current step, saves ``last.pt`` and stops."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
@@ -221,24 +261,36 @@ class _StopFlag:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.getsignal(signal.SIGINT)
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
 
         def handler(signum: int, frame: Any) -> None:
-            if self.requested:  # second Ctrl-C: stop at once
-                signal.signal(signal.SIGINT, previous)
+            if self.requested:  # second signal: stop at once
+                for s, h in previous.items():
+                    signal.signal(s, h)
                 raise KeyboardInterrupt
             self.requested = True
             log.warning("stopping after this step (Ctrl-C again to abort without saving)")
 
-        signal.signal(signal.SIGINT, handler)
+        for s in self.SIGNALS:
+            signal.signal(s, handler)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _shard(samples: SampleTable, ctx: DistContext) -> SampleTable:
+    """This rank's contiguous share of an evaluation split (every sample is scored exactly once)."""
+    if not ctx.enabled:
+        return samples
+    bounds = np.linspace(0, len(samples), ctx.world_size + 1).round().astype(np.int64)
+    a, b = int(bounds[ctx.rank]), int(bounds[ctx.rank + 1])
+    return SampleTable(samples.user[a:b], samples.position[a:b], samples.target[a:b], samples.label[a:b])
 
 
 def _loaders(
-    data: PreparedData, rc: RunConfig, with_negatives: bool
+    data: PreparedData, rc: RunConfig, with_negatives: bool, ctx: DistContext
 ) -> tuple[BatchLoader, BatchLoader | None, BatchLoader | None]:
     hist = HistoryTensors(data)
     cfg = rc.train
@@ -247,11 +299,13 @@ def _loaders(
     train = BatchLoader(
         hist,
         data.split("train"),
-        cfg.batch_size,
+        cfg.batch_size // ctx.world_size,
         shuffle=True,
         seed=cfg.seed,
         max_len=train_max,
         with_negatives=with_negatives,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
 
     def eval_loader(split: str) -> BatchLoader | None:
@@ -259,7 +313,12 @@ def _loaders(
         if len(samples) == 0:
             return None
         return BatchLoader(
-            hist, samples, cfg.eval_batch_size, shuffle=False, max_len=eval_max, with_negatives=with_negatives
+            hist,
+            _shard(samples, ctx),
+            cfg.eval_batch_size,
+            shuffle=False,
+            max_len=eval_max,
+            with_negatives=with_negatives,
         )
 
     return train, eval_loader("valid"), eval_loader("test")
@@ -282,10 +341,19 @@ def _tensorboard(run: Path) -> Any:
 
 
 def _truncate_metrics_log(path: Path, step: int) -> None:
-    """Drop lines written after the checkpoint a resumed run starts from (they will be written again)."""
+    """Drop lines written after the checkpoint a resumed run starts from (they will be written again).
+
+    A line cut short by a crash while it was appended is dropped too.
+    """
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
@@ -300,6 +368,30 @@ def prepare_run_dir(run: Path, resume: bool) -> None:
         raise UserError(f"{run}: cannot create the run directory ({exc.strerror})") from None
 
 
+def _open_run(run: Path, resume: bool) -> dict[str, Any]:
+    """Rank 0's view of the run directory: ``finished`` metrics, or the saved config and checkpoint to resume."""
+    prepare_run_dir(run, resume)
+    last_path = run / "last.pt"
+    if resume and (run / "metrics.json").is_file():
+        log.info("%s: already finished; not retraining", run)
+        return {"finished": read_json(run / "metrics.json")}
+    if not resume:
+        return {}
+    for tmp in remove_stale_temp_files(run):
+        log.info("%s: removed %s, left by an interrupted write", run, tmp.name)
+    if not last_path.is_file() and not previous_path(last_path).is_file():
+        if any(run.iterdir()):
+            # a run that died before its first checkpoint: start it again from scratch
+            for name in ("metrics.jsonl", "best.pt"):
+                (run / name).unlink(missing_ok=True)
+            log.info("%s: no checkpoint to resume from; starting from step 0", run)
+        return {}
+    ckpt, used = load_last_checkpoint(last_path)
+    if used != last_path:
+        log.warning("%s: resuming from %s (last.pt is missing or damaged)", run, used.name)
+    return {"resolved": read_json(run / "config.json"), "ckpt": ckpt}
+
+
 def fit(
     rc: RunConfig,
     data: PreparedData,
@@ -312,30 +404,54 @@ def fit(
 ) -> dict[str, Any] | None:
     """Train ``rc.model_name`` on ``data`` into the run directory ``out_dir``; return ``metrics.json``'s content.
 
-    With ``resume=True`` an existing run continues from ``last.pt`` with its saved config (``rc`` only supplies
-    what is missing in a fresh directory). ``stop_after`` stops, as Ctrl-C does, after that many steps in total
-    and returns None; the run can be resumed. A finished run is not retrained: its metrics are returned.
+    With ``resume=True`` an existing run continues from ``last.pt`` (or ``last.prev.pt`` when ``last.pt`` is
+    damaged) with its saved config (``rc`` only supplies what is missing in a fresh directory). ``stop_after``
+    stops, as Ctrl-C does, after that many steps in total and returns None; the run can be resumed. A finished
+    run is not retrained: its metrics are returned. Under torchrun every rank calls this with the same arguments.
     """
-    run = Path(out_dir)
-    prepare_run_dir(run, resume)
+    with distributed(rc.train.device) as ctx:
+        return _fit(ctx, rc, data, Path(out_dir), resume, progress, stop_after, on_eval)
+
+
+def _user_names(data: PreparedData, users: Tensor | None) -> str:
+    if users is None:
+        return "unknown"
+    idx = users.tolist()
+    names = [data.user_raw_ids[u] if 0 <= u < len(data.user_raw_ids) else f"#{u}" for u in idx[:10]]
+    return ", ".join(names) + (f" and {len(idx) - 10} more" if len(idx) > 10 else "")
+
+
+def _fit(
+    ctx: DistContext,
+    rc: RunConfig,
+    data: PreparedData,
+    run: Path,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    on_eval: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any] | None:
+    main = ctx.is_main
     last_path = run / "last.pt"
-    if resume and (run / "metrics.json").is_file():
-        log.info("%s: already finished; not retraining", run)
-        return read_json(run / "metrics.json")
-    resuming = resume and last_path.is_file()
-    if resume and not resuming and any(run.iterdir()):
-        # a run that died before its first checkpoint: start it again from scratch
-        for name in ("metrics.jsonl", "best.pt"):
-            (run / name).unlink(missing_ok=True)
-        log.info("%s: no checkpoint to resume from; starting from step 0", run)
-    if resuming:
-        rc = run_config_from_resolved(read_json(run / "config.json"))
+    opened = ctx.on_main(lambda: _open_run(run, resume))
+    if "finished" in opened:
+        return dict(opened["finished"])
+    ckpt: dict[str, Any] | None = opened.get("ckpt")
+    if ckpt is not None:
+        rc = run_config_from_resolved(opened["resolved"])
     cfg = rc.train
-    set_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    if cfg.batch_size % ctx.world_size:
+        raise UserError(
+            f"train.batch_size={cfg.batch_size} is the global batch and must be divisible by the {ctx.world_size} "
+            f"processes; use a multiple of {ctx.world_size}"
+        )
+    set_threads(cfg.num_threads, ctx.local_world_size)
+    device = resolve_device(cfg.device, ctx)
     _seed_everything(cfg.seed)
     model = build_model(rc.model_name, data.schema, rc.model_overrides, rc.preset).to(device)
-    train_loader, valid_loader, test_loader = _loaders(data, rc, needs_negatives(model))
+    if ctx.rank:  # the same initial weights everywhere; each rank's own random stream from here on
+        torch.manual_seed(cfg.seed + 1_000_003 * ctx.rank)
+    train_loader, valid_loader, test_loader = _loaders(data, rc, needs_negatives(model), ctx)
     select_split = "test" if cfg.protocol == "paper" else "valid"
     select_loader = test_loader if cfg.protocol == "paper" else valid_loader
     if len(train_loader) == 0:
@@ -346,22 +462,39 @@ def fit(
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     prog = _Progress()
-    if resuming:
-        ckpt = load_checkpoint(last_path)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         prog = _Progress(**{f.name: ckpt["progress"][f.name] for f in fields(_Progress)})
-        set_rng_state(ckpt["rng"])
-        _truncate_metrics_log(run / "metrics.jsonl", prog.step)
-        log.info("%s: resuming at step %d (epoch %d, batch %d)", run, prog.step, prog.epoch, prog.batch)
-    else:
+        saved_world = int(ckpt.get("world_size", 1))
+        rngs = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if saved_world != ctx.world_size and main:
+            log.warning(
+                "%s: the checkpoint was written by %d processes, this run has %d; it continues at the same global "
+                "batch but is not bitwise identical to an uninterrupted run",
+                run,
+                saved_world,
+                ctx.world_size,
+            )
+        if ctx.rank < len(rngs):
+            set_rng_state(rngs[ctx.rank])
+        if main:
+            _truncate_metrics_log(run / "metrics.jsonl", prog.step)
+            log.info("%s: resuming at step %d (epoch %d, batch %d)", run, prog.step, prog.epoch, prog.batch)
+        del ckpt
+    elif main:
         resolved = rc.resolved(model_config_dict(model, rc.model_overrides))
         atomic_write_text(run / "config.json", json.dumps(resolved, indent=2) + "\n")
         atomic_write_text(run / "schema.json", json.dumps(data.schema.to_dict(), indent=2) + "\n")
         atomic_write_text(run / "versions.json", json.dumps(versions(), indent=2) + "\n")
-    if cfg.protocol == "paper":
+    if cfg.protocol == "paper" and main:
         log.warning("protocol %s", BIASED_LABEL)
+    net: nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.max_steps
@@ -370,7 +503,7 @@ def fit(
     loss_fn = nn.BCEWithLogitsLoss()
     params = [p for p in model.parameters() if p.requires_grad]
     clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-    writer = _tensorboard(run)
+    writer = _tensorboard(run) if main else None
     stop = _StopFlag()
     from tqdm import tqdm
 
@@ -380,13 +513,23 @@ def fit(
         desc=f"{rc.model_name} seed {cfg.seed}",
         unit="step",
         file=sys.stderr,
-        disable=not progress,
+        disable=not (progress and main),
         dynamic_ncols=True,
         leave=False,
     )
     window_loss, window_count = 0.0, 0
 
     def save_last() -> None:
+        for name, value in model.state_dict().items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise NonFiniteLossError(
+                    f"the weights {name} are NaN or infinite at step {prog.step}; not saving them. Lower the "
+                    "learning rate (--set train.lr=...) or clip gradients (--set train.grad_clip=5)"
+                )
+        rngs = ctx.gather(rng_state())
+        if not main:
+            return
+        assert rngs is not None
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -394,17 +537,20 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
+                "rng": rngs[0],
+                "rng_ranks": rngs,
+                "world_size": ctx.world_size,
                 "progress": asdict(prog),
             },
             last_path,
+            keep_previous=True,
         )
 
     def run_evaluation() -> bool:
         """Evaluate, log, keep the best; True when early stopping says stop."""
         assert select_loader is not None
         t0 = time.perf_counter()
-        m = evaluate(model, select_loader, device)
+        m = evaluate(model, select_loader, device, ctx)
         line: dict[str, Any] = {
             "step": prog.step,
             "epoch": prog.epoch + prog.batch / steps_per_epoch,
@@ -423,26 +569,28 @@ def fit(
             prog.best_auc = current if math.isfinite(current) else prog.best_auc
             prog.best_step = prog.step
             prog.bad_evals = 0
-            atomic_torch_save(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "kind": "best",
-                    "model": model.state_dict(),
-                    "step": prog.step,
-                    "metrics": {k: float(v) for k, v in m.items()},
-                },
-                run / "best.pt",
-            )
+            if main:
+                atomic_torch_save(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "kind": "best",
+                        "model": model.state_dict(),
+                        "step": prog.step,
+                        "metrics": {k: float(v) for k, v in m.items()},
+                    },
+                    run / "best.pt",
+                )
         else:
             prog.bad_evals += 1
         line["best_step"] = prog.best_step
-        with open(run / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(line) + "\n")
+        if main:
+            with open(run / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(line) + "\n")
         if writer is not None:
             for key in ("train_loss", f"{select_split}_auc", f"{select_split}_gauc", f"{select_split}_logloss"):
                 if line.get(key) is not None:
                     writer.add_scalar(key, line[key], prog.step)
-        if on_eval is not None:
+        if on_eval is not None and main:
             on_eval(line)
         bar.set_postfix_str(f"{select_split} auc {current:.4f} best@{prog.best_step}", refresh=False)
         if cfg.patience and prog.bad_evals >= cfg.patience:
@@ -460,11 +608,23 @@ def fit(
                 train_loader.set_epoch(prog.epoch, prog.batch)
                 for batch in train_loader:
                     t0 = time.perf_counter()
-                    loss_value = _train_step(model, batch.to(device), loss_fn, optimizer, scheduler, params, clip, prog)
+                    loss_value, samples, stop_requested = _train_step(
+                        net,
+                        batch.to(device),
+                        loss_fn,
+                        optimizer,
+                        scheduler,
+                        params,
+                        clip,
+                        prog,
+                        ctx,
+                        stop.requested,
+                        functools.partial(_user_names, data, batch.user),
+                    )
                     prog.train_seconds += time.perf_counter() - t0
                     prog.step += 1
                     prog.batch += 1
-                    prog.samples += batch.size
+                    prog.samples += samples
                     prog.loss_sum += loss_value
                     prog.loss_count += 1
                     window_loss += loss_value
@@ -486,20 +646,26 @@ def fit(
                         prog.batch = 0
                     reached_max = bool(cfg.max_steps) and prog.step >= cfg.max_steps
                     due = (cfg.eval_every and prog.step % cfg.eval_every == 0) or (not cfg.eval_every and epoch_end)
+                    saved = False
                     if due or reached_max:
                         if run_evaluation():
                             save_last()
                             break
                         save_last()
+                        saved = True
                     if reached_max:
                         prog.stop_reason = f"max_steps {cfg.max_steps}"
                         break
-                    if stop.requested or (stop_after is not None and prog.step >= stop_after):
-                        save_last()
-                        if stop.requested:
+                    if stop_requested or (stop_after is not None and prog.step >= stop_after):
+                        if not saved:
+                            save_last()
+                        if stop_requested:
                             raise KeyboardInterrupt
-                        log.info("%s: stopped at step %d; continue with --resume", run, prog.step)
+                        if main:
+                            log.info("%s: stopped at step %d; continue with --resume", run, prog.step)
                         return None
+                    if cfg.checkpoint_every and prog.step % cfg.checkpoint_every == 0 and not saved:
+                        save_last()
                     if epoch_end:
                         break
             if prog.last_eval_step != prog.step and not prog.stop_reason.startswith("early"):
@@ -509,18 +675,21 @@ def fit(
             save_last()
             finished = True
         except KeyboardInterrupt:
-            log.warning("%s: interrupted at step %d; continue with `dhan train --resume --out %s`", run, prog.step, run)
+            if main:
+                log.warning(
+                    "%s: interrupted at step %d; continue with `dhan train --resume --out %s`", run, prog.step, run
+                )
             raise
         finally:
             bar.close()
             if writer is not None:
                 writer.close()
     assert finished
-    return _finish(model, rc, run, prog, valid_loader, test_loader, device)
+    return _finish(model, rc, run, prog, valid_loader, test_loader, device, ctx)
 
 
 def _train_step(
-    model: nn.Module,
+    net: nn.Module,
     batch: Batch,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -528,32 +697,54 @@ def _train_step(
     params: list[nn.Parameter],
     clip: float,
     prog: _Progress,
-) -> float:
-    model.train()
-    logits, aux = model_output(model(batch))
+    ctx: DistContext,
+    stop_requested: bool,
+    users: Callable[[], str],
+) -> tuple[float, int, bool]:
+    """One optimiser step; ``(loss of the global batch, its samples, whether any rank asked to stop)``.
+
+    A non-finite loss on any rank raises :class:`NonFiniteLossError` on every rank before the backward pass.
+    Distributed, the ranks' losses, sample counts and stop requests are summed in one small all-reduce first, and
+    each rank's loss is weighted by ``world_size * samples / global samples``: DDP's average of the gradients is
+    then the gradient of the mean loss over the global batch, as in one process.
+    """
+    net.train()
+    logits, aux = model_output(net(batch))
     assert batch.label is not None
     loss = loss_fn(logits, batch.label)
     if aux is not None:
         loss = loss + aux
     value = float(loss.detach())
-    if not math.isfinite(value):
+    samples = batch.size
+    finite = math.isfinite(value)
+    bad = not finite
+    if ctx.enabled:
+        total, loss_sum, bad_ranks, stops = ctx.all_sum([samples, value * samples, float(bad), float(stop_requested)])
+        bad = bad_ranks > 0
+        if not bad:
+            loss = loss * (ctx.world_size * samples / total)
+            value, samples, stop_requested = loss_sum / total, int(total), stops > 0
+    if bad:
+        where = f"at step {prog.step + 1} (epoch {prog.epoch}, batch {prog.batch})"
+        who = f"the batch of users {users()}" if not finite else f"another process's batch (rank {ctx.rank} is fine)"
         raise NonFiniteLossError(
-            f"the training loss is {value} at step {prog.step + 1} (epoch {prog.epoch}); the step was not applied "
-            "and no NaN weights were saved. Lower the learning rate (--set train.lr=...) or clip gradients "
-            "(--set train.grad_clip=5) and train again"
+            f"the training loss is {value if not finite else 'NaN or infinite'} {where} on {who}; the step was not "
+            "applied and no NaN weights were saved. Lower the learning rate (--set train.lr=...), clip gradients "
+            "(--set train.grad_clip=5), or check these users' data, and train again"
         )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    fault_point("step")
     norm = torch.nn.utils.clip_grad_norm_(params, clip)
     if not torch.isfinite(norm):
         raise NonFiniteLossError(
-            f"the gradient norm is {float(norm)} at step {prog.step + 1} (epoch {prog.epoch}); the step was not "
-            "applied and no NaN weights were saved. Lower the learning rate (--set train.lr=...) or clip "
-            "gradients (--set train.grad_clip=5) and train again"
+            f"the gradient norm is {float(norm)} at step {prog.step + 1} (epoch {prog.epoch}, batch {prog.batch}); "
+            "the step was not applied and no NaN weights were saved. Lower the learning rate (--set train.lr=...) "
+            "or clip gradients (--set train.grad_clip=5), check the data, and train again"
         )
     optimizer.step()
     scheduler.step()
-    return value
+    return value, samples, stop_requested
 
 
 def _finish(
@@ -564,15 +755,16 @@ def _finish(
     valid_loader: BatchLoader | None,
     test_loader: BatchLoader | None,
     device: torch.device,
+    ctx: DistContext,
 ) -> dict[str, Any]:
-    """Load the best checkpoint, score valid and test once, write ``metrics.json``."""
-    best = load_checkpoint(run / "best.pt")
+    """Load the best checkpoint, score valid and test once, write ``metrics.json`` (rank 0)."""
+    best = ctx.on_main(lambda: load_checkpoint(run / "best.pt"))
     model.load_state_dict(best["model"])
 
     def scored(loader: BatchLoader | None) -> dict[str, float] | None:
         if loader is None:
             return None
-        m = evaluate(model, loader, device)
+        m = evaluate(model, loader, device, ctx)
         return {k: m[k] for k in (*REPORTED, "samples")}
 
     cfg = rc.train
@@ -595,7 +787,11 @@ def _finish(
         "steps": prog.step,
         "epochs_completed": prog.epoch,
         "stop_reason": prog.stop_reason,
+        "processes": ctx.world_size,
     }
+    metrics = ctx.broadcast(metrics)  # rank 0's timings, so every rank returns the same dict
+    if not ctx.is_main:
+        return metrics
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     t = test or {}
     log.info(

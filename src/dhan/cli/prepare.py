@@ -85,7 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = prepare_from_args(args)
+    try:
+        summary = prepare_from_args(args)
+    except MemoryError:
+        raise UserError(
+            "out of memory while preparing the dataset; sample it (--sample-users / --sample-reviews) "
+            "or use a machine with more memory"
+        ) from None
     print(format_summary(summary))
     return 0
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import polars as pl
@@ -44,11 +45,13 @@ from dhan.data.raw import (
 )
 from dhan.errors import UserError
 
+_INT64 = msgspec.Meta(ge=-(2**63), le=2**63 - 1)  # a larger time cannot be stored: the line is malformed
+
 
 class _Review(msgspec.Struct):
     reviewerID: str
     asin: str
-    unixReviewTime: int
+    unixReviewTime: Annotated[int, _INT64]
 
 
 class _Meta(msgspec.Struct):
@@ -90,7 +93,7 @@ def read_reviews(path: Path, errors: LineErrors) -> pl.DataFrame:
             recs = _REVIEW_DECODER.decode_lines(chunk)
             if any(not r.reviewerID or not r.asin for r in recs):
                 raise msgspec.ValidationError("empty id")
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             recs = _decode_reviews_slowly(chunk, first_line, path, errors)
         frames.append(
             pl.DataFrame(
@@ -117,7 +120,7 @@ def _decode_reviews_slowly(chunk: bytes, first_line: int, path: Path, errors: Li
         except msgspec.ValidationError as exc:
             errors.add(path, first_line + i, _review_problem(str(exc)))
             continue
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             errors.add(path, first_line + i, "not a valid JSON object")
             continue
         if not rec.reviewerID or not rec.asin:
@@ -159,16 +162,16 @@ def _parse_meta_line(line: bytes, is_json: bool, category_path: str) -> tuple[Me
     if is_json:
         try:
             return _record(_META_DECODER.decode(line), category_path), ""
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             try:
                 value: Any = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 return None, "not a valid JSON object"
             return _record_from_dict(value, category_path)
     if b'"' not in line and b"\\" not in line:
         try:
             return _record(_META_DECODER.decode(line.replace(b"'", b'"')), category_path), ""
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass
     try:
         text = line.decode("utf-8")
@@ -176,7 +179,7 @@ def _parse_meta_line(line: bytes, is_json: bool, category_path: str) -> tuple[Me
         return None, "not UTF-8 text"
     try:
         return _record(_META_DECODER.decode(_LITERAL_PIECE.sub(_json_piece, text)), category_path), ""
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, SyntaxError):
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, SyntaxError, RecursionError, MemoryError):
         pass
     try:
         value = ast.literal_eval(text)
@@ -197,16 +200,23 @@ def _json_piece(m: re.Match[str]) -> str:
     return '"' + literal[1:-1].replace('"', '\\"') + '"'
 
 
+def _clean(text: str) -> str:
+    """``text`` as storable UTF-8: lone surrogates (``"\\ud800"`` escapes) become ``?``, the path separator a space."""
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace(_PATH_SEP, " ") if _PATH_SEP in text else text
+
+
 def _record(meta: _Meta, category_path: str) -> MetaRecord:
     if not meta.asin:
         raise msgspec.ValidationError("empty asin")
     path: list[str] | None = None
     if meta.categories:
         chosen = meta.categories[-1] if category_path == "last" else meta.categories[0]
-        path = [c for c in chosen if c] or None
+        path = [_clean(c) for c in chosen if c] or None
     elif meta.category:
-        path = [c for c in meta.category if c] or None
-    return MetaRecord(meta.asin, path, meta.brand or None, _price(meta.price))
+        path = [_clean(c) for c in meta.category if c] or None
+    return MetaRecord(_clean(meta.asin), path, _clean(meta.brand) if meta.brand else None, _price(meta.price))
 
 
 def _record_from_dict(value: Any, category_path: str) -> tuple[MetaRecord | None, str]:
@@ -221,16 +231,16 @@ def _record_from_dict(value: Any, category_path: str) -> tuple[MetaRecord | None
     if isinstance(cats, list | tuple) and cats:
         chosen = cats[-1] if category_path == "last" else cats[0]
         if isinstance(chosen, list | tuple):
-            path = [str(c) for c in chosen if c] or None
+            path = [_clean(str(c)) for c in chosen if c] or None
     elif isinstance(value.get("category"), list | tuple):
-        path = [str(c) for c in value["category"] if c] or None
+        path = [_clean(str(c)) for c in value["category"] if c] or None
     brand = value.get("brand")
     price = value.get("price")
     return (
         MetaRecord(
-            asin,
+            _clean(asin),
             path,
-            str(brand) if brand else None,
+            _clean(str(brand)) if brand else None,
             _price(price if isinstance(price, int | float | str) and not isinstance(price, bool) else None),
         ),
         "",
@@ -240,13 +250,16 @@ def _record_from_dict(value: Any, category_path: str) -> tuple[MetaRecord | None
 def _price(value: float | str | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        m = _PRICE_NUMBER.search(value)
-        if m is None:
-            return None
-        value = float(m.group(0).replace(",", ""))
-    price = float(value)
-    return price if price == price and price >= 0 else None
+    try:
+        if isinstance(value, str):
+            m = _PRICE_NUMBER.search(value)
+            if m is None:
+                return None
+            value = float(m.group(0).replace(",", ""))
+        price = float(value)
+    except (OverflowError, ValueError):  # an integer literal with hundreds of digits
+        return None
+    return price if math.isfinite(price) and price >= 0 else None
 
 
 # ---------------------------------------------------------------------------------------------- sources

@@ -35,6 +35,7 @@ from dhan.schema import FIRST_ID, PAD_ID, UNKNOWN_ID, AttributeSpec, Schema
 log = logging.getLogger(__name__)
 
 PAD_NAME, UNKNOWN_NAME = "<pad>", "<unknown>"
+MAX_PRICE_BANDS = 1000  # more quantile bands than this only spends memory: each one needs items to be meaningful
 _STREAM_REVIEWS, _STREAM_USERS, _STREAM_HIST_NEG, _STREAM_SPLIT = 1, 2, 3, 4
 
 
@@ -69,8 +70,10 @@ class PrepareOptions:
         for name, v in (("--sample-users", self.sample_users), ("--sample-reviews", self.sample_reviews)):
             if not 0.0 < v <= 1.0:
                 raise UserError(f"{name} must be a fraction in (0, 1]; got {v}")
-        if self.price_bands < 1:
-            raise UserError(f"--price-bands must be >= 1; got {self.price_bands}")
+        if not 1 <= self.price_bands <= MAX_PRICE_BANDS:
+            raise UserError(f"--price-bands must be between 1 and {MAX_PRICE_BANDS}; got {self.price_bands}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0; got {self.seed}")
         if self.min_category_items < 0:
             raise UserError(f"--min-category-items must be >= 0; got {self.min_category_items}")
         min_user = self.min_user_interactions

@@ -67,6 +67,12 @@ class LineErrors:
         return {"count": self.total, "files": self.files}
 
 
+def first_line(exc: BaseException) -> str:
+    """One line of an exception's message for a :class:`UserError` (never empty, never several lines)."""
+    lines = [x.strip() for x in str(exc).strip().splitlines() if x.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def check_file(path: Path, flag: str) -> Path:
     if not path.exists():
         raise UserError(f"{path}: no such file (given with {flag})")

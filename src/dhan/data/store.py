@@ -107,6 +107,7 @@ class PreparedData:
                 f"{out}: exists, is not empty and is not a dhan dataset; refusing to replace it. Choose another --out"
             )
         tmp = parent / f".{out.name}.tmp-{os.getpid()}"
+        old = parent / f".{out.name}.old-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir()
@@ -114,16 +115,26 @@ class PreparedData:
             for name, blob in (extra_files or {}).items():
                 (tmp / name).write_bytes(blob)
             _fsync_dir(tmp)
-            old = parent / f".{out.name}.old-{os.getpid()}"
+            moved = False
             if out.exists():
                 out.rename(old)
-            tmp.rename(out)
+                moved = True
+            try:
+                tmp.rename(out)
+            except BaseException:
+                if moved:  # put the previous dataset back: a failed save never loses it
+                    old.rename(out)
+                raise
             shutil.rmtree(old, ignore_errors=True)
-        except OSError as exc:
+        except (OSError, pl.exceptions.PolarsError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise UserError(
-                f"{out}: cannot write the dataset ({exc.strerror or exc}); check space and permissions"
+                f"{out}: cannot write the dataset ({_io_reason(exc)}); check space and permissions. "
+                "A previous dataset there is unchanged"
             ) from None
+        except BaseException:  # interrupted (Ctrl-C) or a bug: still no half-written directory
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return out
 
     def _write_files(self, d: Path) -> None:
@@ -172,8 +183,28 @@ class PreparedData:
             users = pl.read_parquet(d / "users.parquet")
             inter = pl.read_parquet(d / "interactions.parquet")
             samples = {s: pl.read_parquet(d / f"samples_{s}.parquet") for s in SPLITS}
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise DataFormatError(f"{d}: damaged or incomplete dataset ({exc}); re-run `dhan prepare`") from None
+        except (OSError, pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
+            raise DataFormatError(
+                f"{d}: damaged or incomplete dataset ({_io_reason(exc)}); re-run `dhan prepare`"
+            ) from None
+        try:
+            return cls._from_frames(d, schema, items, attr_values, users, inter, samples)
+        except (KeyError, TypeError, ValueError, IndexError, pl.exceptions.PolarsError) as exc:
+            raise DataFormatError(
+                f"{d}: damaged dataset, its files do not fit schema.json ({_io_reason(exc)}); re-run `dhan prepare`"
+            ) from None
+
+    @classmethod
+    def _from_frames(
+        cls,
+        d: Path,
+        schema: Schema,
+        items: pl.DataFrame,
+        attr_values: pl.DataFrame,
+        users: pl.DataFrame,
+        inter: pl.DataFrame,
+        samples: dict[str, pl.DataFrame],
+    ) -> PreparedData:
         names = schema.attribute_names
         missing = [n for n in ("item_id", "raw_id", *names) if n not in items.columns]
         if missing:
@@ -210,6 +241,17 @@ class PreparedData:
                 for s, f in samples.items()
             },
         )
+
+
+def _io_reason(exc: BaseException) -> str:
+    """The first line of an I/O failure: ``No space left on device`` rather than polars' whole context."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    if "os error 28" in text or "No space left" in text:
+        return "No space left on device"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _fsync_dir(d: Path) -> None:

@@ -27,6 +27,7 @@ from dhan.data.raw import BRAND_COL, CATEGORY_PATH_COL, ITEM_COL, PRICE_COL, Raw
 from dhan.errors import UserError
 
 _STREAM_SYNTHETIC = 6
+MAX_SIZE = 10_000_000  # users or items: the generator is a Python loop over users, meant for small datasets
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ def generate(params: GeneratorParams) -> RawLog:
         raise UserError(
             f"need --users >= 1 and items >= 2 x max_length; got users={params.users}, items={params.items}"
         )
+    if params.users > MAX_SIZE or params.items > MAX_SIZE:
+        raise UserError(f"--users and --items must be at most {MAX_SIZE:,}; got {params.users:,} and {params.items:,}")
+    if params.seed < 0:
+        raise UserError(f"--seed must be >= 0; got {params.seed}")
     p = params
     rng = np.random.default_rng([p.seed, _STREAM_SYNTHETIC])
     n_leaf = p.top * p.mid * p.leaf

@@ -12,8 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from dhan.data.raw import BRAND_COL, CATEGORY_PATH_COL, ITEM_COL, PRICE_COL, LineErrors, RawLog, check_file, sha256_of
+from dhan.data.raw import (
+    BRAND_COL,
+    CATEGORY_PATH_COL,
+    ITEM_COL,
+    PRICE_COL,
+    LineErrors,
+    RawLog,
+    check_file,
+    first_line,
+    sha256_of,
+)
 from dhan.errors import UserError
 
 RESERVED_DIMENSIONS = {"category", "brand", "price"}
@@ -37,7 +49,10 @@ def parse_attribute_flags(specs: list[str]) -> dict[str, str]:
 
 def _separator(path: Path, sep: str | None) -> str:
     if sep is not None:
-        return "\t" if sep in ("\\t", "tab") else sep
+        sep = "\t" if sep in ("\\t", "tab") else sep
+        if len(sep.encode("utf-8")) != 1 or sep in ('"', "\n", "\r"):
+            raise UserError(f"--sep {sep!r}: the field separator must be one character (one byte), e.g. , or tab")
+        return sep
     if path.suffix.lower() in (".tsv", ".tab"):
         return "\t"
     with open(path, "rb") as fh:
@@ -48,36 +63,64 @@ def _separator(path: Path, sep: str | None) -> str:
 def read_frame(path: Path, flag: str, sep: str | None = None) -> tuple[pl.DataFrame, int]:
     """The file as all-string columns (Parquet keeps its types) and the line number of its first row."""
     check_file(path, flag)
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    separator = "," if parquet else _separator(path, sep)
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pl.read_parquet(path), 1
-        df = pl.read_csv(
-            path,
-            separator=_separator(path, sep),
-            infer_schema=False,
-            truncate_ragged_lines=True,
-        )
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise UserError(
-            f"{path}: cannot read it as {'Parquet' if path.suffix == '.parquet' else 'CSV/TSV'} "
-            f"({str(exc).splitlines()[0]})"
-        ) from None
+        if parquet:
+            df = _read_parquet(path)
+        else:
+            df = pl.read_csv(path, separator=separator, infer_schema=False, truncate_ragged_lines=True)
+    except (OSError, ValueError, pl.exceptions.PolarsError, pa.ArrowException, pl.exceptions.PanicException) as exc:
+        kind = "Parquet" if parquet else "CSV/TSV"
+        raise UserError(f"{path}: cannot read it as {kind} ({first_line(exc)})") from None
+    if parquet:
+        return df, 1
     if df.height == 0:
         raise UserError(f"{path}: no data rows (given with {flag})")
     return df, 2
 
 
+def _read_parquet(path: Path) -> pl.DataFrame:
+    """A user's Parquet file, read by pyarrow: a damaged file is an error here, where polars' reader can panic."""
+    table = pq.read_table(path)
+    names = table.column_names
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"{path}: columns {dup} appear more than once; give every column a distinct name")
+    # without the file's key/value metadata: a damaged (non-UTF-8) entry there makes polars' import panic
+    df = pl.from_arrow(pa.Table.from_arrays(table.columns, names=names))
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
 def _need(df: pl.DataFrame, col: str, path: Path, flag: str) -> None:
     if col not in df.columns:
         raise UserError(f"{path}: no column {col!r} (choose it with {flag}); columns are {df.columns}")
+    dtype = df.schema[col]
+    if dtype.is_nested() or isinstance(dtype, pl.Object | pl.Duration | pl.Time):
+        raise UserError(f"{path}: column {col!r} has type {dtype}; expected text or numbers (given with {flag})")
+
+
+def _as_text(col: pl.Series) -> pl.Series:
+    """Text of a checked scalar column; binary cells that are not UTF-8 become null (counted as missing)."""
+    if col.dtype == pl.Binary:
+        col = pl.Series(col.name, [_utf8_or_none(b) for b in col.to_list()], dtype=pl.String)
+    return col.cast(pl.String, strict=False).str.strip_chars()
+
+
+def _utf8_or_none(b: bytes | None) -> str | None:
+    try:
+        return None if b is None else b.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _as_int_time(col: pl.Series) -> pl.Series:
-    if col.dtype in (pl.Date, pl.Datetime):
+    if col.dtype in (pl.Date, pl.Datetime) or isinstance(col.dtype, pl.Datetime):
         return col.cast(pl.Datetime("us")).dt.epoch("s").cast(pl.Int64)
     if col.dtype.is_integer():
-        return col.cast(pl.Int64)
-    text = col.cast(pl.String).str.strip_chars()
+        return col.cast(pl.Int64, strict=False)  # a UInt64 above 2**63 - 1 becomes null: not a usable time
+    text = _as_text(col)
     return text.cast(pl.Int64, strict=False)
 
 
@@ -100,8 +143,8 @@ def read_table(
     inter, first = read_frame(interactions, "--interactions", sep)
     for col, flag in ((user_col, "--user-col"), (item_col, "--item-col"), (time_col, "--time-col")):
         _need(inter, col, interactions, flag)
-    user = inter[user_col].cast(pl.String).str.strip_chars()
-    item = inter[item_col].cast(pl.String).str.strip_chars()
+    user = _as_text(inter[user_col])
+    item = _as_text(inter[item_col])
     time = _as_int_time(inter[time_col])
     bad = (user.is_null() | (user == "") | item.is_null() | (item == "") | time.is_null()).fill_null(True)
     if bad.any():
@@ -125,13 +168,14 @@ def read_table(
         table, _ = read_frame(items, "--items", sep)
         _need(table, item_col, items, "--item-col")
         sources.append({"path": str(items), "role": "items", "sha256": sha256_of(items)})
-        table = table.with_columns(pl.col(item_col).cast(pl.String).str.strip_chars())
+        table = table.with_columns(_as_text(table[item_col]))
         where = items
     else:
-        table = inter.filter(keep).with_columns(pl.col(item_col).cast(pl.String).str.strip_chars())
+        table = inter.filter(keep).with_columns(_as_text(inter.filter(keep)[item_col]))
         where = interactions
     for dim, col in attributes.items():
         _need(table, col, where, f"--attribute {dim}=")
+    table = table.with_columns(_as_text(table[c]) for c in set(attributes.values()) if c != item_col)
     cols = [pl.col(item_col).alias(ITEM_COL)]
     for dim, col in attributes.items():
         c = pl.col(col).cast(pl.String).str.strip_chars()
@@ -140,7 +184,8 @@ def read_table(
             path = c.str.split(category_sep) if category_sep else pl.concat_list(c)
             cols.append(path.list.eval(pl.element().str.strip_chars()).alias(CATEGORY_PATH_COL))
         elif dim == "price":
-            cols.append(c.str.replace_all(r"[$,€£\s]", "").cast(pl.Float64, strict=False).alias(PRICE_COL))
+            price = c.str.replace_all(r"[$,€£\s]", "").cast(pl.Float64, strict=False)
+            cols.append(pl.when(price.is_finite()).then(price).otherwise(None).alias(PRICE_COL))
         elif dim == "brand":
             cols.append(c.alias(BRAND_COL))
         else:
