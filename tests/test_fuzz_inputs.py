@@ -138,7 +138,8 @@ def assert_clean_or_one_line(code: int, err: str) -> None:
     assert code in (0, 2), err
     assert "Traceback" not in err
     if code == 2:
-        assert err.count("\n") == 1 and err.endswith("\n"), err
+        assert err.count("\n") == 1, err
+        assert err.endswith("\n"), err
         assert err.startswith("dhan "), err
 
 
@@ -399,7 +400,9 @@ def test_regression_set_integers_beyond_64_bits_are_one_line_errors(work: Path, 
     for flag in ("train.seed=1e30", "model.attribute_embedding_dim=99999999999999999999", "train.num_threads=1e30"):
         out = Path(tempfile.mkdtemp(dir=work)) / "run"
         code, err = _run(["train", "--data", str(train_data), "--model", "dhan", "--out", str(out), "--set", flag])
-        assert code == 2 and err.count("\n") == 1 and "64-bit" in err, err
+        assert code == 2, err
+        assert err.count("\n") == 1, err
+        assert "64-bit" in err, err
 
 
 # ------------------------------------------------------------------------------------------- regressions
@@ -462,7 +465,9 @@ def test_regression_category_names_keep_their_level_and_prices_stay_finite(work:
 def test_regression_parquet_types(work: Path, case: str, value: pl.Expr, fragment: str) -> None:
     args = _table(work, _parquet_bytes(FRAME.with_columns(value)), ".parquet")
     code, err = _run([*args, "--out", str(work / f"reg-{case}")])
-    assert code == 2 and err.count("\n") == 1 and fragment in err, err
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert fragment in err, err
 
 
 def test_regression_damaged_parquet_never_panics(work: Path) -> None:
@@ -502,12 +507,16 @@ def test_regression_damaged_parquet_never_panics(work: Path) -> None:
 )
 def test_regression_flags(work: Path, args: list[str], fragment: str) -> None:
     code, err = _run([*_table(work, CSV, ".csv"), *args, "--out", str(work / "reg-flags")])
-    assert code == 2 and err.count("\n") == 1 and fragment in err, err
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert fragment in err, err
 
 
 def test_regression_synthetic_sizes(work: Path) -> None:
     code, err = _run(["prepare", "synthetic", "--users", "5", "--items", "99999999999999", "--out", str(work / "s")])
-    assert code == 2 and err.count("\n") == 1 and "at most" in err, err  # was MemoryError (728 TiB)
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert "at most" in err, err  # was MemoryError (728 TiB)
 
 
 # ------------------------------------------------------------------------------------------- output paths
@@ -522,7 +531,8 @@ def test_output_under_a_regular_file(work: Path) -> None:
     blocker.write_text("x")
     for out in (blocker / "sub", blocker):
         code, err = _synthetic(out)
-        assert code == 2 and err.count("\n") == 1, err
+        assert code == 2, err
+        assert err.count("\n") == 1, err
         assert "choose another --out" in err
 
 
@@ -537,7 +547,8 @@ def test_output_that_is_a_foreign_directory_is_not_replaced(work: Path) -> None:
 
 
 def _assert_failed_write(out: Path, before: bytes, err: str, fragment: str) -> None:
-    assert err.count("\n") == 1 and fragment in err, err
+    assert err.count("\n") == 1, err
+    assert fragment in err, err
     assert (out / "schema.json").read_bytes() == before
     PreparedData.load(out)
     assert [p.name for p in out.parent.iterdir() if p.name != "filler"] == ["out"]
@@ -647,7 +658,9 @@ def test_foreign_or_damaged_dataset_is_a_clear_error(work: Path, previous: Path,
         pl.DataFrame({"x": [1]}).write_parquet(d / "users.parquet")
     args = [str(d)] if command == "inspect" else ["--data", str(d), "--model", "din", "--out", str(d.parent / "r")]
     code, err = _run([command, *args])
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err, err
     assert ("version 99" in err) if damage == "version" else ("re-run `dhan prepare`" in err), err
 
 

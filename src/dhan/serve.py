@@ -20,7 +20,8 @@ and other rows do not affect a row's score; it is off by default because it did 
 
 Safety: models come only from the command line (``--run``: ``torch.load(weights_only=True)``; ``--model``: an
 exported artifact, see :func:`dhan.export.load_artifact`); nothing in a request names a file. Bodies are limited
-to ``max_body_bytes`` before parsing, candidates to ``max_candidates``. The default bind address is 127.0.0.1;
+to ``max_body_bytes`` before parsing and must arrive within ``body_timeout_s`` (408 otherwise), candidates are
+limited to ``max_candidates``. The default bind address is 127.0.0.1;
 there is no authentication, so put a gateway in front before exposing it.
 """
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_CANDIDATES = 1000
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
 MAX_TOP = 50
+BODY_TIMEOUT_S = 10.0  # a client that has not sent its whole body by then gets 408 (slow clients hold no slot)
 DEFAULT_BATCH_WINDOW_MS = 1.0
 DEFAULT_MAX_BATCH_ROWS = 4096
 
@@ -417,11 +419,13 @@ class ScoringService:
         max_body_bytes: int = MAX_BODY_BYTES,
         batching: bool = False,
         batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.scorer = scorer
         self.vocab = Vocabulary(scorer.metadata)
         self.max_candidates = max_candidates
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dhan-score")
         self.batching = batching and not scorer.batch_dependent
         if batching and scorer.batch_dependent:
@@ -445,7 +449,11 @@ class ScoringService:
             "num_items": len(self.vocab.item_index),
             "explainable": self.scorer.explainable,
             "batching": self.batching,
-            "limits": {"max_candidates": self.max_candidates, "max_body_bytes": self.max_body_bytes},
+            "limits": {
+                "max_candidates": self.max_candidates,
+                "max_body_bytes": self.max_body_bytes,
+                "body_timeout_s": self.body_timeout_s,
+            },
         }
 
     def decode(self, body: bytes) -> ScoreRequest:
@@ -501,6 +509,7 @@ def create_app(service: ScoringService) -> Any:
     from contextlib import asynccontextmanager
 
     from fastapi.responses import JSONResponse, Response
+    from starlette.requests import ClientDisconnect
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -533,11 +542,17 @@ def create_app(service: ScoringService) -> Any:
                 return error(413, f"the body has {declared} bytes; at most {limit} are accepted")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return error(413, f"the body exceeds {limit} bytes")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(service.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        return error(413, f"the body exceeds {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            return error(408, f"the body did not arrive within {service.body_timeout_s:g} s")
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer
+            return error(400, "the client closed the connection before sending the whole body")
         try:
             result = await service.score(b"".join(chunks))
         except RequestError as exc:
@@ -557,6 +572,7 @@ def run_server(
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
     max_candidates: int = MAX_CANDIDATES,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> None:
     """Serve ``scorer`` with uvicorn until interrupted."""
     _require_fastapi()
@@ -572,6 +588,7 @@ def run_server(
         max_body_bytes=max_body_bytes,
         batching=batching,
         batch_window_ms=batch_window_ms,
+        body_timeout_s=body_timeout_s,
     )
     app = create_app(service)
     log.info(

@@ -156,7 +156,9 @@ def predict(model: nn.Module, loader: BatchLoader, device: torch.device) -> tupl
     """``(users, labels, logits)`` of a whole split as float64/int64 numpy arrays, in loader order."""
     was_training = model.training
     model.eval()
-    users, labels, logits = [], [], []
+    users: list[Tensor] = []
+    labels: list[Tensor] = []
+    logits: list[Tensor] = []
     for batch in loader:
         logit, _ = model_output(model(batch.to(device)))
         if not logits:

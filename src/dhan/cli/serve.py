@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-candidates", type=int, default=1000, help="most candidates per request")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted")
     parser.add_argument(
+        "--body-timeout", type=float, default=10.0, help="seconds a client may take to send its body (then 408)"
+    )
+    parser.add_argument(
         "--batching",
         action="store_true",
         help="merge concurrent requests into one model call (off by default: it did not raise throughput in "
@@ -29,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_candidates < 1 or args.max_body_bytes < 1:
         raise UserError("--max-candidates and --max-body-bytes must be >= 1")
+    if not 0 < args.body_timeout < float("inf"):
+        raise UserError(f"--body-timeout {args.body_timeout}: must be a positive number of seconds")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be between 0 and 65535")
     if args.data and not args.run:
@@ -48,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
         batch_window_ms=args.batch_window_ms,
         max_candidates=args.max_candidates,
         max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout,
     )
     return 0
