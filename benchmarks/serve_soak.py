@@ -87,6 +87,7 @@ async def load(url: str, args: argparse.Namespace, payloads: list[bytes], pid: i
     lat: list[tuple[float, float]] = []  # (time since start, seconds)
     codes: dict[int, int] = {}
     errors: dict[str, int] = {}
+    error_detail: list[str] = []  # the first few, with the time they happened
     rss: list[tuple[float, float]] = []
     t0 = time.monotonic()
     measure_from = t0 + args.warmup
@@ -100,6 +101,8 @@ async def load(url: str, args: argparse.Namespace, payloads: list[bytes], pid: i
                 code = r.status_code
             except httpx.HTTPError as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                if len(error_detail) < 10:
+                    error_detail.append(f"t={now - measure_from:.1f}s after {time.monotonic() - now:.2f}s: {exc!r}")
                 code = -1
             done = time.monotonic()
             if now >= measure_from:
@@ -143,6 +146,7 @@ async def load(url: str, args: argparse.Namespace, payloads: list[bytes], pid: i
         "non_2xx": len(lat) - served,
         "status_codes": {str(k): v for k, v in sorted(codes.items())},
         "client_errors": errors,
+        "client_error_detail": error_detail,
         "rss_mib": {"start": round(start_rss, 1), "end": round(end_rss, 1), "max": round(max(r for _, r in rss), 1)},
         "rss_growth_mib": round(end_rss - start_rss, 1),
         "rss_bound_mib": args.rss_bound_mib,

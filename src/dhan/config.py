@@ -73,6 +73,10 @@ class TrainConfig:
     protocol: Literal["valid", "paper"] = "valid"  # paper = select on test as the authors did: biased
     log_every: int = 50  # steps between progress-bar and TensorBoard updates of the running loss
     checkpoint_every: int = 1000  # also save last.pt every N steps, to resume mid-epoch after a crash; 0 = never
+    # sort samples by history length within windows of N batches, then shuffle the batches (DIEN's data iterator
+    # sorts 20 batches at a time): less padding on data with skewed history lengths; 0 = plain shuffling.
+    # Measured: DHAN on Amazon Beauty, 1 thread, 2.2k -> 8.8k samples/s, same valid AUC after 300 steps.
+    bucket_batches: int = 20
 
     def __post_init__(self) -> None:
         positive = {"lr": self.lr, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
@@ -89,6 +93,7 @@ class TrainConfig:
             "num_threads": self.num_threads,
             "lr_decay_steps": self.lr_decay_steps,
             "checkpoint_every": self.checkpoint_every,
+            "bucket_batches": self.bucket_batches,
         }
         for name, value in non_negative.items():
             if value < 0:

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_CANDIDATES = 1000
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
 MAX_TOP = 50
+KEEP_ALIVE_S = 75
 BODY_TIMEOUT_S = 10.0  # a client that has not sent its whole body by then gets 408 (slow clients hold no slot)
 DEFAULT_BATCH_WINDOW_MS = 1.0
 DEFAULT_MAX_BATCH_ROWS = 4096
@@ -599,7 +600,9 @@ def run_server(
         host,
         port,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # keep-alive 75 s (nginx's default) rather than uvicorn's 5 s: a client that reuses a pooled connection just as
+    # the server times it out sees a dropped request (seen once in 3,166 requests of the 64-client soak)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=KEEP_ALIVE_S)
 
 
 __all__ = [

@@ -308,6 +308,7 @@ def _loaders(
         with_negatives=with_negatives,
         rank=ctx.rank,
         world_size=ctx.world_size,
+        bucket_batches=cfg.bucket_batches,
     )
 
     def eval_loader(split: str) -> BatchLoader | None:
@@ -321,6 +322,7 @@ def _loaders(
             shuffle=False,
             max_len=eval_max,
             with_negatives=with_negatives,
+            bucket_batches=2,  # sorted by history length: metrics do not depend on the order, padding does
         )
 
     return train, eval_loader("valid"), eval_loader("test")

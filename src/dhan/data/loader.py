@@ -144,17 +144,21 @@ class BatchLoader:
         return torch.clamp(self.position[idx], max=self.histories.max_len if self.max_len is None else self.max_len)
 
     def _bucket(self, order: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Sort by history length within windows of ``bucket_batches`` batches, then shuffle whole batches."""
+        """Sort by history length within windows of ``bucket_batches`` batches, then shuffle whole batches.
+
+        The unit is the *global* batch (all ranks' batches of one step), so a distributed run sees the same global
+        batches, in the same order, as a single process with the same global batch size.
+        """
         length = self._lengths(order)
-        window = self.bucket_batches * self.batch_size
+        unit = self.batch_size * self.world_size
         n = order.numel()
         # a stable sort on (window index, length) keeps the windows in place and sorts inside each one
-        key = (torch.arange(n) // window) * (int(length.max()) + 1 if n else 1) + length
+        key = (torch.arange(n) // (self.bucket_batches * unit)) * (int(length.max()) + 1 if n else 1) + length
         order = order[torch.sort(key, stable=True).indices]
-        n_full = n // self.batch_size
-        batches = order[: n_full * self.batch_size].view(n_full, self.batch_size)
+        n_full = n // unit
+        batches = order[: n_full * unit].view(n_full, unit)
         batches = batches[torch.randperm(n_full, generator=gen)]
-        return torch.cat([batches.reshape(-1), order[n_full * self.batch_size :]])
+        return torch.cat([batches.reshape(-1), order[n_full * unit :]])
 
     def __iter__(self) -> Iterator[Batch]:
         order = self.order()
