@@ -211,6 +211,7 @@ _json_value = st.recursive(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     extra=st.lists(
@@ -470,6 +471,7 @@ def test_regression_parquet_types(work: Path, case: str, value: pl.Expr, fragmen
     assert fragment in err, err
 
 
+@pytest.mark.slow
 def test_regression_damaged_parquet_never_panics(work: Path) -> None:
     """Single-byte corruptions of a Parquet file: polars' reader panicked (or aborted the process on a huge
     allocation); the table reader now reads user Parquet files with pyarrow. Run in a subprocess so that an abort
