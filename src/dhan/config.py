@@ -34,6 +34,8 @@ Preset = Literal["paper", "reference-code"]
 PRESETS: tuple[str, ...] = ("paper", "reference-code")
 PROTOCOLS: tuple[str, ...] = ("valid", "paper")
 
+MAX_THREADS = 1024  # torch.set_num_threads with a huge count crashes the process; no machine needs more
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -98,6 +100,12 @@ class TrainConfig:
         for name, value in non_negative.items():
             if value < 0:
                 raise UserError(f"train.{name} must be >= 0; got {value}. Fix it with --set train.{name}=...")
+        if self.log_every < 1:
+            raise UserError(f"train.log_every must be >= 1; got {self.log_every}. Fix it with --set train.log_every=50")
+        if self.num_threads > MAX_THREADS:
+            raise UserError(
+                f"train.num_threads must be at most {MAX_THREADS}; got {self.num_threads}. Use 0 for all cores"
+            )
         if self.epochs == 0 and self.max_steps == 0:
             raise UserError("train.epochs and train.max_steps are both 0; set at least one of them")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -15,7 +15,7 @@ Conventions (every model):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -35,6 +35,9 @@ InterestBlock = Literal["none", "bn-dense", "ln-bn-dense"]
 class ModelOutput:
     logits: Tensor  # (B,) one logit per sample; p = sigmoid(logits)
     aux_loss: Tensor | None = None  # () scalar, already weighted; None for models without one (or no negatives)
+
+
+MAX_WIDTH = 16384  # largest embedding or layer width a config accepts: a bigger one is a typo, not a model
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,16 @@ class CommonConfig:
     interest_block: InterestBlock = "none"
 
     def __post_init__(self) -> None:
-        if self.item_embedding_dim < 1 or self.attribute_embedding_dim < 1:
-            raise ValueError("item_embedding_dim and attribute_embedding_dim must be >= 1")
-        if any(h < 1 for h in self.head_hidden):
-            raise ValueError(f"head_hidden widths must be >= 1; got {self.head_hidden}")
+        for name in ("item_embedding_dim", "attribute_embedding_dim"):
+            value = getattr(self, name)
+            if not 1 <= value <= MAX_WIDTH:
+                raise ValueError(f"{name} must be between 1 and {MAX_WIDTH}; got {value}")
+        # every MLP width of every model config (head_hidden, attention_hidden, aux_hidden, ...)
+        for f in fields(self):
+            if f.name.endswith("_hidden"):
+                widths = getattr(self, f.name)
+                if any(not 1 <= h <= MAX_WIDTH for h in widths):
+                    raise ValueError(f"{f.name} widths must be between 1 and {MAX_WIDTH}; got {widths}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
