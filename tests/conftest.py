@@ -75,6 +75,15 @@ def make_tiny_data(num_users: int = 6, num_items: int = 12, seed: int = 0, max_l
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread: tiny tensors on 2 busy cores are many times slower with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_data() -> PreparedData:
     return make_tiny_data()
 

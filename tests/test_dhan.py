@@ -12,13 +12,7 @@ from dhan.models import build_model
 from dhan.models.dhan import DHAN
 from dhan.schema import Schema
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def attend_loop(unit: ActivationUnit, scale: float, query, keys, mask):

@@ -11,13 +11,7 @@ import torch.nn.functional as F
 from dhan.models import build_model
 from dhan.models.dien import AUGRU, DIEN
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_aux_loss_ignores_padded_steps_and_averages_over_real_ones(tiny_schema, tiny_batch):

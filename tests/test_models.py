@@ -16,14 +16,7 @@ from dhan.models import MODELS, PRESETS, ModelConfigError, build_model, config_f
 from dhan.models.common import CTRModel
 from dhan.schema import Schema
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is much faster than two fighting a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NAMES = list(MODELS)
