@@ -45,6 +45,7 @@ from dhan import __version__
 from dhan.batch import Batch
 from dhan.errors import UserError
 from dhan.export import Artifact, LoadedRun, build_metadata, load_artifact, load_run
+from dhan.models.common import CTRModel
 from dhan.schema import FIRST_ID, UNKNOWN_ID, Schema
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,28 @@ class Scorer:
         return self.loaded is not None and bool(self.metadata.get("explainable"))
 
     def score(self, inputs: Inputs) -> np.ndarray:
+        """Probabilities of every row. One request's rows share one history (a broadcast view, stride 0): the
+        eager model then scores them with ``score_candidates``, which embeds and groups that history once."""
         if self.artifact is not None:
-            return self.artifact.run(inputs).astype(np.float64)
+            return self.artifact.run(contiguous(inputs)).astype(np.float64)
         assert self.loaded is not None
+        items, attrs, hist_items, hist_attrs, hist_mask = inputs
+        model = self.loaded.model
         with torch.inference_mode():
-            out = self.loaded.model(to_batch(inputs))
-        return torch.sigmoid(out.logits).double().numpy()
+            if hist_items.strides[0] == 0 and isinstance(model, CTRModel):
+                history = Batch(
+                    target_item=torch.from_numpy(items[:1].copy()),
+                    target_attrs=torch.from_numpy(attrs[:1].copy()),
+                    hist_items=torch.from_numpy(hist_items[:1].copy()),
+                    hist_attrs=torch.from_numpy(hist_attrs[:1].copy()),
+                    hist_mask=torch.from_numpy(hist_mask[:1].copy()),
+                )
+                candidates = torch.from_numpy(np.ascontiguousarray(items))
+                candidate_attrs = torch.from_numpy(np.ascontiguousarray(attrs))
+                logits = model.score_candidates(history, candidates, candidate_attrs)
+            else:
+                logits = model(to_batch(contiguous(inputs))).logits
+        return torch.sigmoid(logits).double().numpy()
 
     def explain(self, inputs: Inputs) -> dict[str, Any]:
         assert self.loaded is not None
@@ -484,7 +501,7 @@ class ScoringService:
         elif self.batcher is not None:
             scores = await self.batcher.submit(prepared.inputs)
         else:
-            scores = await loop.run_in_executor(self.executor, self.scorer.score, contiguous(prepared.inputs))
+            scores = await loop.run_in_executor(self.executor, self.scorer.score, prepared.inputs)
         out: dict[str, Any] = {"scores": [float(s) for s in scores], "unknown_items": prepared.unknown}
         if expl is not None:
             out["explanations"] = explanations(self.vocab, prepared, expl, request.top)
