@@ -82,15 +82,22 @@ def auc(labels: ArrayLike, scores: ArrayLike) -> float:
     return float(wins[0] / (pos[0] * neg[0]))
 
 
+def _as_labels_scores_users(
+    labels: ArrayLike, scores: ArrayLike, users: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y, s = _as_labels_scores(labels, scores)
+    u = np.asarray(users, dtype=np.int64).reshape(-1)
+    if u.shape != y.shape:
+        raise ValueError(f"users has {u.shape[0]} entries and labels {y.shape[0]}; expected the same number")
+    return y, s, u
+
+
 def gauc(labels: ArrayLike, scores: ArrayLike, users: ArrayLike) -> float:
     """Impression-weighted mean of per-user AUCs (DIN paper, Eq. 1); users with one class are skipped.
 
     NaN when no user has both classes.
     """
-    y, s = _as_labels_scores(labels, scores)
-    u = np.asarray(users, dtype=np.int64).reshape(-1)
-    if u.shape != y.shape:
-        raise ValueError(f"users has {u.shape[0]} entries and labels {y.shape[0]}; expected the same number")
+    y, s, u = _as_labels_scores_users(labels, scores, users)
     if y.size == 0:
         return float("nan")
     _, pos, neg, wins, _ = _pair_counts(u, y, s)
@@ -107,10 +114,7 @@ def din_pairwise_accuracy(labels: ArrayLike, scores: ArrayLike, users: ArrayLike
 
     The DIN/DHAN code's "GAUC" (``mean(score_pos > score_neg)``; ties count as wrong). NaN without any pair.
     """
-    y, s = _as_labels_scores(labels, scores)
-    u = np.asarray(users, dtype=np.int64).reshape(-1)
-    if u.shape != y.shape:
-        raise ValueError(f"users has {u.shape[0]} entries and labels {y.shape[0]}; expected the same number")
+    y, s, u = _as_labels_scores_users(labels, scores, users)
     if y.size == 0:
         return float("nan")
     _, pos, neg, wins, ties = _pair_counts(u, y, s)
