@@ -63,11 +63,7 @@ def plot_training_curves(runs: Sequence[Path], out: Path, labels: Sequence[str] 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training loss and AUC")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_group_attention(names: Sequence[str], weights: Sequence[float], title: str, out: Path) -> Path:
@@ -81,6 +77,11 @@ def plot_group_attention(names: Sequence[str], weights: Sequence[float], title: 
     ax.tick_params(axis="x", labelrotation=45)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
+    return _save(plt, fig, out)
+
+
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    """Lay out, write the PNG (creating its directory) and free the figure."""
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
