@@ -87,43 +87,51 @@ def mlp_flops(in_dim: int, dims: tuple[int, ...], out_dim: int | None) -> int:
     return sum(2 * a * b for a, b in itertools.pairwise(widths))
 
 
-def activation_unit_flops(d: int, hidden: tuple[int, ...], n_keys: int, split: bool = True) -> int:
-    """One query against ``n_keys`` keys. Split form: q-term once, k-term and (q*k)-term per key."""
+def activation_unit_flops(d: int, hidden: tuple[int, ...], n_keys: int, form: str = "executed") -> int:
+    """One query against ``n_keys`` keys.
+
+    ``form="model"``: the layer as defined, Linear(4D, H) on ``[q, k, q-k, q*k]`` per key (what DeepCTR-Torch
+    executes; the usual "model FLOPs" of MFU). ``form="executed"``: what ``dhan.layers.ActivationUnit`` runs: for
+    ``n_keys <= H`` the split form (q-term once, k-term and (q*k)-term per key), above it the per-row fold (one
+    (D, H) matrix built per row, one D x H product per key).
+    """
     rest = mlp_flops(hidden[0], hidden[1:], 1)
-    if split:
-        per_key = 2 * (2 * d * hidden[0]) + d + rest  # k (Wk-Wd)^T + (q*k) Wp^T, the product
-        return 2 * d * hidden[0] + n_keys * per_key
-    return n_keys * (2 * 4 * d * hidden[0] + rest)
+    h = hidden[0]
+    if form == "model":
+        return n_keys * (2 * 4 * d * h + rest)
+    if n_keys > h:
+        return 2 * d * h + 2 * d * h + n_keys * (2 * d * h + rest)  # q-term, M = A + diag(q) P, k M per key
+    return 2 * d * h + n_keys * (2 * (2 * d * h) + d + rest)  # k (Wk-Wd)^T + (q*k) Wp^T, the product
 
 
 def gru_flops(in_dim: int, hidden: int, steps: int) -> int:
     return steps * (2 * in_dim * 3 * hidden + 2 * hidden * 3 * hidden)
 
 
-def model_flops(model: str, t: int, groups: float, d: int = 2 * EMBED_DIM, split: bool = True) -> int:
-    """Forward FLOPs per sample of our models: Linear / GRU / pooling. ``split=False``: the activation unit as the
-    concatenated Linear(4D, H) that DeepCTR-Torch executes (its DIN / DIEN otherwise have the same layers)."""
+def model_flops(model: str, t: int, groups: float, d: int = 2 * EMBED_DIM, form: str = "executed") -> int:
+    """Forward FLOPs per sample of our models: Linear / GRU / pooling, level 2 over the mean number of groups.
+    ``form``: the activation units as defined (``"model"``, the concatenated Linear(4D, H) that DeepCTR-Torch
+    executes; its DIN / DIEN otherwise have the same layers) or as ``dhan`` executes them (see
+    :func:`activation_unit_flops`)."""
     head_in = {"base": 2 * d, "din": 2 * d, "dien": 4 * d, "dhan": 3 * d, "dhan-gru": 3 * d}[model]
     f = mlp_flops(head_in, HEAD_HIDDEN, 1)
     if model == "base":
         return f + t * d
     if model in ("din", "dhan"):
-        f += activation_unit_flops(d, ATT_HIDDEN, t, split) + 2 * t * d
+        f += activation_unit_flops(d, ATT_HIDDEN, t, form) + 2 * t * d
     if model in ("dhan", "dhan-gru"):
         if model == "dhan-gru":
-            f += (
-                activation_unit_flops(d, ATT_HIDDEN, t, split) + 2 * t * d
-            )  # the hierarchy's level 1 (forms the groups)
-        f += 2 * t * d + activation_unit_flops(d, ATT_HIDDEN, round(groups), split) + 2 * groups * d  # Eq. 2, level 2
+            f += activation_unit_flops(d, ATT_HIDDEN, t, form) + 2 * t * d  # the hierarchy's level 1 (forms the groups)
+        f += 2 * t * d + activation_unit_flops(d, ATT_HIDDEN, round(groups), form) + 2 * groups * d  # Eq. 2, level 2
     if model in ("dien", "dhan-gru"):
         f += gru_flops(d, d, t) + gru_flops(d, d, t)  # extractor + AUGRU
         f += 2 * (t - 1) * mlp_flops(2 * d, AUX_HIDDEN, 1)  # auxiliary net on positives and negatives
-        f += activation_unit_flops(d, ATT_HIDDEN, t, split)
+        f += activation_unit_flops(d, ATT_HIDDEN, t, form)
     return int(f)
 
 
-def training_flops(model: str, t: int, groups: float, split: bool = True) -> int:
-    return 3 * model_flops(model, t, groups, split=split)
+def training_flops(model: str, t: int, groups: float, form: str = "executed") -> int:
+    return 3 * model_flops(model, t, groups, form=form)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

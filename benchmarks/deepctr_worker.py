@@ -1,7 +1,8 @@
 """Times DeepCTR-Torch's DIN or DIEN on the arrays of one benchmark setting; run inside the DeepCTR virtualenv.
 
 Usage (by ``train_throughput.py``): ``python deepctr_worker.py JOB.json`` with
-``{"model": "din" | "dien", "npz": path, "threads": 2, "batch": 1024, "warmup": 2, "steps": 8, "budget_s": 20}``.
+``{"model": "din" | "dien", "npz": path, "threads": 2, "batch": 1024, "warmup": 2, "steps": 8, "budget_s": 20,
+"malloc_tuning": false}`` (``true``: apply ``dhan.allocator.tune_malloc`` first, as dhan's commands do).
 Prints one JSON line ``{"samples_per_s", "steps", "peak_rss_mb", "deepctr_version"}``.
 
 Shapes as our models in the benchmark: item and category embeddings of 64 (query/key D = 128), activation unit
@@ -27,6 +28,13 @@ from bench_common import ATT_HIDDEN, EMBED_DIM, HEAD_ACTIVATION, HEAD_HIDDEN, NU
 
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
+    if job.get("malloc_tuning"):
+        # the allocator setting dhan's commands apply (stdlib only, so importable here without installing dhan)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+        from dhan.allocator import tune_malloc
+
+        if not tune_malloc():
+            raise SystemExit("malloc tuning requested but not available on this platform")
     torch.set_num_threads(job["threads"])
     import deepctr_torch
     from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 import bench_common as bc  # noqa: E402
 from train_throughput import our_overrides  # noqa: E402
 
+from dhan.allocator import tune_malloc  # noqa: E402
 from dhan.batch import Batch  # noqa: E402
 from dhan.models import CTRModel, build_model  # noqa: E402
 from dhan.schema import AttributeSpec, Schema  # noqa: E402
@@ -60,6 +61,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--budget", type=float, default=4.0, help="seconds per measurement at most")
     args = p.parse_args()
+    tune_malloc()  # as `dhan serve` does
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

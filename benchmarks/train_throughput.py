@@ -14,10 +14,14 @@ scikit-learn); it is never a dependency of ``dhan``. ``--no-deepctr`` skips it.
 Shapes (identical on both sides; see ``bench_common.py``): batch 1024, item and category embeddings 64 (D = 128),
 activation unit 80-40-1 sigmoid, head 200-80-1 ReLU (DeepCTR-Torch's Dice head fails on DIN's 2-D input), Adam lr
 1e-3, full-length histories, a fixed seed.
+DeepCTR-Torch is measured once per T (at the first category count; its DIN and DIEN do no per-category work, the
+arrays differ only in category ids) and twice: as shipped, and with the allocator setting that every ``dhan``
+command applies at start-up (``dhan.allocator.tune_malloc``: no ``mmap`` for large tensors), so ``ratio`` compares
+the two libraries as a user gets them and ``ratio_same_allocator`` the code alone.
 ``mfu`` = model FLOPs per sample (forward + backward = 3 x forward, counted from the layer shapes: Linear, GRU,
-pooling; the activation unit's first layer counted as executed in its split form, q-term once per row and two
-(D x H) products per key, i.e. about half of the Linear(4D, H) of the concatenated form, so the figure is not
-inflated by the algebra) x samples/s / the measured matmul peak.
+pooling; the activation unit as the Linear(4D, H) on ``[q, k, q-k, q*k]`` it is defined as, the count DeepCTR-Torch
+also executes) x samples/s / the measured matmul peak. ``hfu`` counts instead the FLOPs ``dhan`` executes (the split
+or per-row-folded first layer, about half or a quarter of the defined one), so it is the stricter figure.
 """
 
 from __future__ import annotations
@@ -68,10 +72,12 @@ def our_overrides(model: str) -> dict[str, object]:
 
 
 def our_worker(job: dict) -> dict:
+    from dhan.allocator import tune_malloc
     from dhan.batch import Batch
     from dhan.models import build_model
     from dhan.schema import AttributeSpec, Schema
 
+    tuned = tune_malloc()  # as every dhan command that runs a model does at start-up
     torch.set_num_threads(job["threads"])
     device = torch.device(job.get("device", "cpu"))
     data = np.load(job["npz"])
@@ -117,7 +123,7 @@ def our_worker(job: dict) -> dict:
             torch.cuda.synchronize()
 
     seconds, steps = bc.time_steps(step, job["warmup"], job["steps"], job["budget_s"])
-    return {"samples_per_s": b / seconds, "steps": steps, "peak_rss_mb": bc.peak_rss_mb()}
+    return {"samples_per_s": b / seconds, "steps": steps, "peak_rss_mb": bc.peak_rss_mb(), "malloc_tuned": tuned}
 
 
 def distinct_groups(data: dict) -> tuple[float, int]:
@@ -232,9 +238,8 @@ def main() -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="T in {50, 100}, categories in {10, 10000}, fewer steps; DeepCTR-Torch measured once per T (at the first "
-        "category count: its DIN/DIEN do no per-category work) and its figure reused for the other counts; dien and "
-        "dhan-gru once per T (first category count), one untimed-warmup-free step",
+        help="T in {50, 100}, categories in {10, 10000}, fewer steps; dien and dhan-gru once per T (first category "
+        "count), one step without warm-up",
     )
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--threads", type=int, default=2)
@@ -271,8 +276,8 @@ def main() -> None:
 
     rows = []
     deepctr_cache: dict[tuple[int | str, ...], dict | None] = {}
-    header = f"{'model':9} {'T':>4} {'cats':>6} {'groups':>9} {'ours/s':>8} {'deepctr/s':>9} {'ratio':>6} {'mfu':>6}"
-    header += f" {'RSS MB':>7}"
+    header = f"{'model':9} {'T':>4} {'cats':>6} {'groups':>9} {'ours/s':>8} {'deepctr/s':>9} {'ratio':>6}"
+    header += f" {'dctr=al/s':>9} {'ratio':>6} {'mfu':>6} {'hfu':>6} {'RSS MB':>7}"
     print(header, flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -291,16 +296,21 @@ def main() -> None:
                     # quick: one step of 1024 of a recurrent model takes 10-40 s on 2 shared cores
                     job_base = {**base_job, "warmup": 0, "steps": 1} if args.quick and slow else base_job
                     ours = run_child(sys.executable, Path(__file__).resolve(), {**job_base, "model": m}, tmp)
-                    theirs = None
+                    theirs: dict[str, dict | None] = {}
                     if dctr is not None and m in DEEPCTR_OF:
-                        key = (m, t) if args.quick else (m, t, c)  # quick: DeepCTR-Torch once per T (see --help)
-                        if key not in deepctr_cache:
-                            job = {**job_base, "model": DEEPCTR_OF[m]}
-                            deepctr_cache[key] = run_child(dctr, HERE / "deepctr_worker.py", job, tmp)
-                        theirs = deepctr_cache[key]
+                        for variant in ("shipped", "tuned"):
+                            # DeepCTR-Torch once per T: its DIN / DIEN do no per-category work (see --help)
+                            key = (m, t, variant)
+                            if key not in deepctr_cache:
+                                job = {**job_base, "model": DEEPCTR_OF[m], "malloc_tuning": variant == "tuned"}
+                                deepctr_cache[key] = run_child(dctr, HERE / "deepctr_worker.py", job, tmp)
+                            theirs[variant] = deepctr_cache[key]
                     sps = ours["samples_per_s"] if ours else None
-                    dsps = theirs["samples_per_s"] if theirs else None
-                    flops = bc.training_flops(m, t, mean_groups)
+                    shipped, tuned = (theirs.get(v) for v in ("shipped", "tuned"))
+                    dsps = shipped["samples_per_s"] if shipped else None
+                    dtuned = tuned["samples_per_s"] if tuned else None
+                    flops = bc.training_flops(m, t, mean_groups, form="model")
+                    executed = bc.training_flops(m, t, mean_groups, form="executed")
                     row = {
                         "model": m,
                         "T": t,
@@ -308,19 +318,25 @@ def main() -> None:
                         "samples_per_s": sps,
                         "deepctr_samples_per_s": dsps,
                         "ratio": sps / dsps if sps and dsps else None,
+                        "deepctr_same_allocator_samples_per_s": dtuned,
+                        "ratio_same_allocator": sps / dtuned if sps and dtuned else None,
                         "mfu": flops * sps / (peak * 1e9) if sps else None,
-                        "deepctr_mfu": bc.training_flops(m, t, 0, split=False) * dsps / (peak * 1e9) if dsps else None,
+                        "hfu": executed * sps / (peak * 1e9) if sps else None,
+                        "deepctr_mfu": flops * dsps / (peak * 1e9) if dsps and m in DEEPCTR_OF else None,
                         "groups_mean": mean_groups,
                         "groups_max": max_groups,
-                        "train_flops_per_sample": flops,
+                        "model_flops_per_sample": flops,
+                        "executed_flops_per_sample": executed,
                         "peak_rss_mb": ours["peak_rss_mb"] if ours else None,
-                        "deepctr_peak_rss_mb": theirs["peak_rss_mb"] if theirs else None,
+                        "deepctr_peak_rss_mb": shipped["peak_rss_mb"] if shipped else None,
                         "steps": ours["steps"] if ours else None,
+                        "malloc_tuned": ours["malloc_tuned"] if ours else None,
                     }
                     rows.append(row)
                     print(
                         f"{m:9} {t:>4} {c:>6} {mean_groups:>4.1f}/{max_groups:<4} {fmt(sps, 8, 0)} {fmt(dsps, 9, 0)} "
-                        f"{fmt(row['ratio'], 6, 2)} {fmt(row['mfu'], 6, 3)} {fmt(row['peak_rss_mb'], 7, 0)}",
+                        f"{fmt(row['ratio'], 6, 2)} {fmt(dtuned, 9, 0)} {fmt(row['ratio_same_allocator'], 6, 2)} "
+                        f"{fmt(row['mfu'], 6, 3)} {fmt(row['hfu'], 6, 3)} {fmt(row['peak_rss_mb'], 7, 0)}",
                         flush=True,
                     )
     result = {

@@ -42,28 +42,41 @@ def test_masked_softmax_bf16_input_stays_finite() -> None:
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "prelu"])
-def test_split_activation_unit_equals_concat_form(activation: str) -> None:
+@pytest.mark.parametrize("num_keys", [9, 30])  # 9 <= H = 12: split form; 30 > H: the per-row fold
+def test_split_activation_unit_equals_concat_form(activation: str, num_keys: int) -> None:
     torch.manual_seed(0)
     unit = ActivationUnit(16, (12, 7), activation)  # type: ignore[arg-type]
-    q, k = torch.randn(5, 16), torch.randn(5, 9, 16)
+    q, k = torch.randn(5, 16), torch.randn(5, num_keys, 16)
     split = unit(q, k)
     concat = unit.forward_concat(q, k)
-    assert split.shape == (5, 9)
+    assert split.shape == (5, num_keys)
     torch.testing.assert_close(split, concat, atol=1e-5, rtol=1e-5)
     # and the concat form is literally the MLP on [q, k, q-k, q*k]
     x = torch.cat([q[:, None].expand_as(k), k, q[:, None] - k, q[:, None] * k], -1)
     torch.testing.assert_close(concat, unit.rest(unit.first_activation(unit.first(x))).squeeze(-1))
 
 
-def test_split_activation_unit_gradients_match_concat() -> None:
+@pytest.mark.parametrize("num_keys", [4, 20])  # split form and per-row fold (H = 6)
+def test_split_activation_unit_gradients_match_concat(num_keys: int) -> None:
     torch.manual_seed(1)
     unit = ActivationUnit(8, (6,), "sigmoid")
-    q, k = torch.randn(3, 8), torch.randn(3, 4, 8)
+    q = torch.randn(3, 8, requires_grad=True)
+    k = torch.randn(3, num_keys, 8, requires_grad=True)
     unit(q, k).sum().backward()
-    g_split = unit.first.weight.grad.clone()  # type: ignore[union-attr]
+    grads = [g.clone() for g in (unit.first.weight.grad, unit.first.bias.grad, q.grad, k.grad)]  # type: ignore[union-attr]
     unit.zero_grad()
+    q.grad, k.grad = None, None
     unit.forward_concat(q, k).sum().backward()
-    torch.testing.assert_close(g_split, unit.first.weight.grad, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, (unit.first.weight.grad, unit.first.bias.grad, q.grad, k.grad), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_activation_unit_broadcast_history_matches_repeated_rows() -> None:
+    # one history (1, N, D) against B queries takes the split path even with N > H; same scores as B copies
+    torch.manual_seed(2)
+    unit = ActivationUnit(8, (6,), "sigmoid")
+    q, k = torch.randn(5, 8), torch.randn(1, 20, 8)
+    torch.testing.assert_close(unit(q, k), unit(q, k.expand(5, -1, -1)), atol=1e-5, rtol=1e-5)
 
 
 def test_tf_inference_batchnorm_is_affine() -> None:

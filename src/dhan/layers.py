@@ -214,8 +214,15 @@ class ActivationUnit(nn.Module):
         [q, k, q-k, q*k] W^T + b = q (Wq + Wd)^T + b  +  k (Wk - Wd)^T  +  (q*k) Wp^T
 
     The first term is computed once per row (not T times), the second does not depend on the target, and the
-    ``(B, T, 4D)`` concat is never built: about half the FLOPs and memory of the concatenated form. (Folding the
-    product term into a per-row ``(D, H)`` matrix and one ``bmm`` was measured 2.5x slower on CPU.)
+    ``(B, T, 4D)`` concat is never built: about half the FLOPs and memory of the concatenated form.
+
+    With many keys per row (``N > H``) the last two terms are folded into one per-row matrix instead,
+    ``k (Wk - Wd)^T + (q*k) Wp^T = k M_b`` with ``M_b = (Wk - Wd)^T + diag(q_b) Wp^T`` (D, H), and one ``baddbmm``:
+    the (B, N, D) product ``q*k`` and the two (B, N, H) partial sums (and their gradients) are never built, at the
+    cost of the (B, D, H) matrices. That trade pays when a row's ``N x D`` product is larger than its ``D x H``
+    matrix, i.e. ``N > H``: measured on 2 CPU threads at B = 1024, D = 128, H = 80 (forward + backward), the split
+    form is faster at N <= 64 (63 vs 159 ms at N = 20) and the fold from N = 80 (267 vs 381 ms at N = 100, 429 vs
+    762 ms at N = 200); docs/benchmarks.md. Both are the same function (tested against the concatenated form).
     :meth:`forward_concat` is the literal concatenated form (used by tests and when an input LayerNorm is needed).
 
     ``output_bias=False`` drops the final layer's bias; use it when the scores go through a softmax, where that bias
@@ -252,9 +259,14 @@ class ActivationUnit(nn.Module):
         d = self.dim
         w_q, w_k, w_d, w_p = self.first.weight.split(d, dim=1)  # each (H, D)
         query_term = F.linear(query, w_q + w_d, self.first.bias)  # (B, H), once per row
-        key_term = F.linear(keys, w_k - w_d)  # (B, N, H), independent of the query
-        product_term = F.linear(query[:, None, :] * keys, w_p)  # (B, N, H)
-        hidden = query_term[:, None, :] + key_term + product_term  # (B, N, H)
+        if keys.shape[0] == query.shape[0] and keys.shape[1] > w_p.shape[0]:
+            # Many keys per row: fold the key and product terms into one (D, H) matrix per row (see the docstring).
+            per_row = (w_k - w_d).t() + query[:, :, None] * w_p.t()  # (B, D, H)
+            hidden = torch.baddbmm(query_term[:, None, :], keys, per_row)  # (B, N, H)
+        else:
+            key_term = F.linear(keys, w_k - w_d)  # (B, N, H), independent of the query; once if keys are (1, N, D)
+            product_term = F.linear(query[:, None, :] * keys, w_p)  # (B, N, H)
+            hidden = query_term[:, None, :] + key_term + product_term  # (B, N, H)
         return self.rest(self.first_activation(hidden)).squeeze(-1)  # (B, N)
 
     def concat_input(self, query: Tensor, keys: Tensor) -> Tensor:

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "HTTP JSON scoring service for a run or an exported model (FastAPI + uvicorn)"),
     "demo": ("demo", "synthetic data, DIN vs DHAN over 3 seeds, report and figures in a few minutes"),
 }
+# commands that run models: large tensors are kept on the heap for them (dhan.allocator; DHAN_MALLOC_TUNING=0: off)
+MODEL_COMMANDS = frozenset({"train", "evaluate", "compare", "explain", "export", "serve", "demo"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog=f"dhan {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    if name in MODEL_COMMANDS:
+        from dhan.allocator import tune_malloc
+
+        tune_malloc()
     try:
         code = module.run(args)
         sys.stdout.flush()  # inside the try: a closed pipe shows up here for short outputs
