@@ -92,14 +92,14 @@ def activation_unit_flops(d: int, hidden: tuple[int, ...], n_keys: int, form: st
 
     ``form="model"``: the layer as defined, Linear(4D, H) on ``[q, k, q-k, q*k]`` per key (what DeepCTR-Torch
     executes; the usual "model FLOPs" of MFU). ``form="executed"``: what ``dhan.layers.ActivationUnit`` runs: for
-    ``n_keys <= H`` the split form (q-term once, k-term and (q*k)-term per key), above it the per-row fold (one
+    ``n_keys <= H / 2`` the split form (q-term once, k-term and (q*k)-term per key), above it the per-row fold (one
     (D, H) matrix built per row, one D x H product per key).
     """
     rest = mlp_flops(hidden[0], hidden[1:], 1)
     h = hidden[0]
     if form == "model":
         return n_keys * (2 * 4 * d * h + rest)
-    if n_keys > h:
+    if 2 * n_keys > h:
         return 2 * d * h + 2 * d * h + n_keys * (2 * d * h + rest)  # q-term, M = A + diag(q) P, k M per key
     return 2 * d * h + n_keys * (2 * (2 * d * h) + d + rest)  # k (Wk-Wd)^T + (q*k) Wp^T, the product
 

@@ -1,6 +1,6 @@
 """In-process scoring latency: one user (T = 100) against 1, 100 and 1,000 candidates, and batch throughput.
 
-    python benchmarks/score_latency.py --json score.json [--threads 2] [--device cpu|cuda]
+    python benchmarks/score_latency.py --json score.json [--threads 2] [--device cpu|cuda] [--embedding-dim 64]
 
 Eval mode under ``torch.inference_mode``; shapes as ``train_throughput.py`` (D = 128, attention 80-40-1 sigmoid,
 head 200-80-1 ReLU), 1,000 categories, structured synthetic histories. For each model and candidate count it times
@@ -60,6 +60,12 @@ def main() -> None:
     p.add_argument("--models", default="din,dien,dhan,dhan-gru")
     p.add_argument("--repeats", type=int, default=200)
     p.add_argument("--budget", type=float, default=4.0, help="seconds per measurement at most")
+    p.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=bc.EMBED_DIM,
+        help=f"item and category embedding size each (default {bc.EMBED_DIM}: D = {2 * bc.EMBED_DIM}, the paper's)",
+    )
     args = p.parse_args()
     tune_malloc()  # as `dhan serve` does
     torch.set_num_threads(args.threads)
@@ -97,7 +103,9 @@ def main() -> None:
     print(f"{'model':9} {'K':>5} {'forward p50/p99 ms':>20} {'score_candidates p50/p99 ms':>28}")
     for name in [m for m in args.models.split(",") if m]:
         torch.manual_seed(0)
-        model = build_model(name, schema, our_overrides(name)).to(device).eval()
+        overrides = {**our_overrides(name), "item_embedding_dim": args.embedding_dim}
+        overrides["attribute_embedding_dim"] = args.embedding_dim
+        model = build_model(name, schema, overrides).to(device).eval()
         with torch.inference_mode():
             for k in (1, 100, 1000):
                 items = tensor(all_items[:k])
@@ -134,6 +142,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "T": T,
         "categories": CATEGORIES,
+        "embedding_dim": args.embedding_dim,
         "rows": rows,
     }  # fmt: skip
     if args.json:

@@ -293,8 +293,11 @@ def main() -> None:
                     slow = m in GRU_MODELS
                     if args.quick and slow and c != cats[0]:
                         continue  # quick: the recurrent models once per T (their cost is the T-step recurrence)
-                    # quick: one step of 1024 of a recurrent model takes 10-40 s on 2 shared cores
-                    job_base = {**base_job, "warmup": 0, "steps": 1} if args.quick and slow else base_job
+                    # one step of 1024 of a recurrent model takes 2-60 s here: quick times one, the full grid
+                    # warms up once and times up to the budget
+                    job_base = base_job
+                    if slow:
+                        job_base = {**base_job, "warmup": 0, "steps": 1} if args.quick else {**base_job, "warmup": 1}
                     ours = run_child(sys.executable, Path(__file__).resolve(), {**job_base, "model": m}, tmp)
                     theirs: dict[str, dict | None] = {}
                     if dctr is not None and m in DEEPCTR_OF:
@@ -309,6 +312,10 @@ def main() -> None:
                     shipped, tuned = (theirs.get(v) for v in ("shipped", "tuned"))
                     dsps = shipped["samples_per_s"] if shipped else None
                     dtuned = tuned["samples_per_s"] if tuned else None
+                    # dhan's target is stated against DeepCTR-Torch's DIN (DHAN = DIN's level 1 + the hierarchy)
+                    din_ref = {v: deepctr_cache.get(("din", t, v)) for v in ("shipped", "tuned")}
+                    din_ref_sps = {v: r["samples_per_s"] if r else None for v, r in din_ref.items()}
+                    din_shipped, din_tuned = din_ref_sps["shipped"], din_ref_sps["tuned"]
                     flops = bc.training_flops(m, t, mean_groups, form="model")
                     executed = bc.training_flops(m, t, mean_groups, form="executed")
                     row = {
@@ -320,6 +327,9 @@ def main() -> None:
                         "ratio": sps / dsps if sps and dsps else None,
                         "deepctr_same_allocator_samples_per_s": dtuned,
                         "ratio_same_allocator": sps / dtuned if sps and dtuned else None,
+                        "deepctr_din_samples_per_s": din_shipped,
+                        "ratio_to_deepctr_din": sps / din_shipped if sps and din_shipped else None,
+                        "ratio_to_deepctr_din_same_allocator": sps / din_tuned if sps and din_tuned else None,
                         "mfu": flops * sps / (peak * 1e9) if sps else None,
                         "hfu": executed * sps / (peak * 1e9) if sps else None,
                         "deepctr_mfu": flops * dsps / (peak * 1e9) if dsps and m in DEEPCTR_OF else None,
@@ -336,7 +346,13 @@ def main() -> None:
                     print(
                         f"{m:9} {t:>4} {c:>6} {mean_groups:>4.1f}/{max_groups:<4} {fmt(sps, 8, 0)} {fmt(dsps, 9, 0)} "
                         f"{fmt(row['ratio'], 6, 2)} {fmt(dtuned, 9, 0)} {fmt(row['ratio_same_allocator'], 6, 2)} "
-                        f"{fmt(row['mfu'], 6, 3)} {fmt(row['hfu'], 6, 3)} {fmt(row['peak_rss_mb'], 7, 0)}",
+                        f"{fmt(row['mfu'], 6, 3)} {fmt(row['hfu'], 6, 3)} {fmt(row['peak_rss_mb'], 7, 0)}"
+                        + (
+                            f"  vs DeepCTR DIN {fmt(row['ratio_to_deepctr_din'], 0, 2)} / "
+                            f"{fmt(row['ratio_to_deepctr_din_same_allocator'], 0, 2)} same allocator"
+                            if m == "dhan"
+                            else ""
+                        ),
                         flush=True,
                     )
     result = {

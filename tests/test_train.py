@@ -108,3 +108,35 @@ def test_early_stopping_and_existing_run_dir(tiny_data: PreparedData, tmp_path: 
     again = fit(rc, tiny_data, tmp_path / "run", resume=True, progress=False)  # finished: not retrained
     assert again == json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert math.isfinite(metrics["test"]["auc"])
+
+
+def test_precision_resolves_bf16_on_cuda_by_default_fp32_on_cpu() -> None:
+    from dhan.train import use_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert use_bf16("auto", cuda)
+    assert not use_bf16("auto", cpu)
+    assert use_bf16("bf16", cpu)
+    assert not use_bf16("fp32", cuda)
+
+
+def test_bf16_training_runs_and_changes_the_numbers(tiny_data: PreparedData, tmp_path: Path) -> None:
+    # CPU autocast exercises the same code path as bf16 on CUDA: forward in bf16, loss and weights in float32
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        rc = _rc("dhan", f"train.precision={precision}", epochs=1, seed=3)
+        result = fit(rc, tiny_data, tmp_path / precision, progress=False)
+        assert result is not None
+        assert math.isfinite(result["test"]["auc"])
+        runs[precision] = load_checkpoint(tmp_path / precision / "last.pt")["model"]
+    weights = [key for key, value in runs["fp32"].items() if value.is_floating_point()]
+    assert all(runs["bf16"][key].dtype == torch.float32 for key in weights)  # master weights stay float32
+    assert any(not torch.equal(runs["fp32"][key], runs["bf16"][key]) for key in weights)
+
+
+@pytest.mark.parametrize("model", ["base", "wdl", "pnn", "din", "dien", "dhan-gru"])
+def test_every_model_trains_under_bf16_autocast(tiny_data: PreparedData, tmp_path: Path, model: str) -> None:
+    result = fit(_rc(model, "train.precision=bf16", epochs=1), tiny_data, tmp_path / model, progress=False)
+    assert result is not None
+    assert math.isfinite(result["test"]["auc"])
+    assert math.isfinite(result["test"]["logloss"])

@@ -70,6 +70,9 @@ class TrainConfig:
     lr_decay: float = 0.5  # factor of epoch_decay (DIEN-style code halves every epoch) and step_decay (DIN: 0.1)
     lr_decay_steps: int = 0  # step_decay: multiply by lr_decay once at this step (DIN-style code: 360000)
     device: str = "auto"  # auto = cuda when available, else cpu
+    # bf16: forward passes (training and evaluation) under torch.autocast(bfloat16), weights and optimiser state in
+    # float32; auto = bf16 on CUDA, fp32 on CPU (where bf16 has no fast path on most x86 CPUs).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0  # model initialisation, data order and dropout
     num_threads: int = 0  # torch intra-op threads; 0 = all cores
     protocol: Literal["valid", "paper"] = "valid"  # paper = select on test as the authors did: biased

@@ -87,8 +87,9 @@ class Dice(nn.Module):
                 with torch.no_grad():
                     n = flat.shape[0]
                     unbiased = var * (n / max(n - 1, 1))
-                    self.running_mean.lerp_(mean.detach(), self.momentum)
-                    self.running_var.lerp_(unbiased.detach(), self.momentum)
+                    # running statistics stay float32 under bf16 autocast
+                    self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+                    self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
         p = torch.sigmoid((x - mean) * torch.rsqrt(var + self.eps))
@@ -216,13 +217,15 @@ class ActivationUnit(nn.Module):
     The first term is computed once per row (not T times), the second does not depend on the target, and the
     ``(B, T, 4D)`` concat is never built: about half the FLOPs and memory of the concatenated form.
 
-    With many keys per row (``N > H``) the last two terms are folded into one per-row matrix instead,
+    With many keys per row (``N > H / 2``) the last two terms are folded into one per-row matrix instead,
     ``k (Wk - Wd)^T + (q*k) Wp^T = k M_b`` with ``M_b = (Wk - Wd)^T + diag(q_b) Wp^T`` (D, H), and one ``baddbmm``:
     the (B, N, D) product ``q*k`` and the two (B, N, H) partial sums (and their gradients) are never built, at the
-    cost of the (B, D, H) matrices. That trade pays when a row's ``N x D`` product is larger than its ``D x H``
-    matrix, i.e. ``N > H``: measured on 2 CPU threads at B = 1024, D = 128, H = 80 (forward + backward), the split
-    form is faster at N <= 64 (63 vs 159 ms at N = 20) and the fold from N = 80 (267 vs 381 ms at N = 100, 429 vs
-    762 ms at N = 200); docs/benchmarks.md. Both are the same function (tested against the concatenated form).
+    cost of the (B, D, H) matrices, so the trade pays once a row's ``N x D`` product is comparable to its
+    ``D x H`` matrix. Measured forward + backward on 2 CPU threads at B = 1024, D = 128, H = 80, with the
+    allocator setting of :mod:`dhan.allocator` (min ms, split vs fold): N = 20: 70 vs 92; N = 40: 123 vs 116;
+    N = 50: 168 vs 148; N = 64: 212 vs 159; N = 80: 248 vs 178. Without that setting the crossover lies near
+    N = 70 (N = 100: 381 vs 267; N = 200: 762 vs 429). Both are the same function (tested against the concatenated
+    form); docs/benchmarks.md.
     :meth:`forward_concat` is the literal concatenated form (used by tests and when an input LayerNorm is needed).
 
     ``output_bias=False`` drops the final layer's bias; use it when the scores go through a softmax, where that bias
@@ -259,7 +262,7 @@ class ActivationUnit(nn.Module):
         d = self.dim
         w_q, w_k, w_d, w_p = self.first.weight.split(d, dim=1)  # each (H, D)
         query_term = F.linear(query, w_q + w_d, self.first.bias)  # (B, H), once per row
-        if keys.shape[0] == query.shape[0] and keys.shape[1] > w_p.shape[0]:
+        if keys.shape[0] == query.shape[0] and 2 * keys.shape[1] > w_p.shape[0]:
             # Many keys per row: fold the key and product terms into one (D, H) matrix per row (see the docstring).
             per_row = (w_k - w_d).t() + query[:, :, None] * w_p.t()  # (B, D, H)
             hidden = torch.baddbmm(query_term[:, None, :], keys, per_row)  # (B, N, H)

@@ -108,6 +108,16 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """``train.precision`` resolved for a device: bf16 autocast when asked, or by default (``auto``) on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def forward_autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """The context of a forward pass: bf16 autocast on ``device`` if ``bf16``, else a disabled autocast."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
@@ -152,7 +162,7 @@ def needs_negatives(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: BatchLoader, device: torch.device) -> tuple[np.ndarray, ...]:
+def predict(model: nn.Module, loader: BatchLoader, device: torch.device, bf16: bool = False) -> tuple[np.ndarray, ...]:
     """``(users, labels, logits)`` of a whole split as float64/int64 numpy arrays, in loader order."""
     was_training = model.training
     model.eval()
@@ -160,7 +170,8 @@ def predict(model: nn.Module, loader: BatchLoader, device: torch.device) -> tupl
     labels: list[Tensor] = []
     logits: list[Tensor] = []
     for batch in loader:
-        logit, _ = model_output(model(batch.to(device)))
+        with forward_autocast(device, bf16):
+            logit, _ = model_output(model(batch.to(device)))
         if not logits:
             fault_point("eval")
         logits.append(logit.detach().double().cpu())
@@ -178,14 +189,18 @@ def predict(model: nn.Module, loader: BatchLoader, device: torch.device) -> tupl
 
 
 def evaluate(
-    model: nn.Module, loader: BatchLoader, device: torch.device, ctx: DistContext | None = None
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    ctx: DistContext | None = None,
+    bf16: bool = False,
 ) -> dict[str, float]:
     """AUC, GAUC, logloss and the DIN pairwise accuracy of one split (see :mod:`dhan.metrics`).
 
     Distributed, ``loader`` holds this rank's shard (:func:`_shard`): rank 0 gathers every rank's scores in rank
     order (the split's order), computes the metrics and broadcasts them.
     """
-    part = predict(model, loader, device)
+    part = predict(model, loader, device, bf16)
     if ctx is None or not ctx.enabled:
         return _metrics(*part)
     parts = ctx.gather(part)
@@ -451,6 +466,7 @@ def _fit(
         )
     set_threads(cfg.num_threads, ctx.local_world_size)
     device = resolve_device(cfg.device, ctx)
+    bf16 = use_bf16(cfg.precision, device)
     _seed_everything(cfg.seed)
     model = build_model(rc.model_name, data.schema, rc.model_overrides, rc.preset).to(device)
     if ctx.rank:  # the same initial weights everywhere; each rank's own random stream from here on
@@ -554,7 +570,7 @@ def _fit(
         """Evaluate, log, keep the best; True when early stopping says stop."""
         assert select_loader is not None
         t0 = time.perf_counter()
-        m = evaluate(model, select_loader, device, ctx)
+        m = evaluate(model, select_loader, device, ctx, bf16)
         line: dict[str, Any] = {
             "step": prog.step,
             "epoch": prog.epoch + prog.batch / steps_per_epoch,
@@ -624,6 +640,7 @@ def _fit(
                         ctx,
                         stop.requested,
                         functools.partial(_user_names, data, batch.user),
+                        device if bf16 else None,
                     )
                     prog.train_seconds += time.perf_counter() - t0
                     prog.step += 1
@@ -704,6 +721,7 @@ def _train_step(
     ctx: DistContext,
     stop_requested: bool,
     users: Callable[[], str],
+    bf16_device: torch.device | None = None,
 ) -> tuple[float, int, bool]:
     """One optimiser step; ``(loss of the global batch, its samples, whether any rank asked to stop)``.
 
@@ -713,11 +731,12 @@ def _train_step(
     then the gradient of the mean loss over the global batch, as in one process.
     """
     net.train()
-    logits, aux = model_output(net(batch))
+    with forward_autocast(bf16_device or torch.device("cpu"), bf16_device is not None):
+        logits, aux = model_output(net(batch))
     assert batch.label is not None
-    loss = loss_fn(logits, batch.label)
+    loss = loss_fn(logits.float(), batch.label)  # the loss in float32 under bf16 autocast
     if aux is not None:
-        loss = loss + aux
+        loss = loss + aux.float()
     value = float(loss.detach())
     samples = batch.size
     finite = math.isfinite(value)
@@ -768,7 +787,7 @@ def _finish(
     def scored(loader: BatchLoader | None) -> dict[str, float] | None:
         if loader is None:
             return None
-        m = evaluate(model, loader, device, ctx)
+        m = evaluate(model, loader, device, ctx, use_bf16(rc.train.precision, device))
         return {k: m[k] for k in (*REPORTED, "samples")}
 
     cfg = rc.train

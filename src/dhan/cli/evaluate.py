@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from dhan.data.loader import BatchLoader, HistoryTensors
     from dhan.data.store import PreparedData
     from dhan.errors import UserError
-    from dhan.train import BIASED_LABEL, evaluate, needs_negatives, resolve_device
+    from dhan.train import BIASED_LABEL, evaluate, needs_negatives, resolve_device, use_bf16
 
     run_dir = Path(args.run)
     model, resolved, schema = load_run_model(run_dir, args.checkpoint)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         max_len=int(dcfg.get("eval_max_len") or dcfg.get("max_len") or 0) or None,
         with_negatives=needs_negatives(model),
     )
-    metrics = evaluate(model, loader, device)
+    metrics = evaluate(model, loader, device, bf16=use_bf16(str(train.get("precision", "auto")), device))
     ckpt = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
     step = int(ckpt["step"]) if "step" in ckpt else int(ckpt.get("progress", {}).get("step", -1))
     out = {
