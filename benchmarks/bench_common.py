@@ -16,6 +16,7 @@ import itertools
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,6 +141,13 @@ def training_flops(model: str, t: int, groups: float, form: str = "executed") ->
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` of this address space where Linux has it, because
+    ``ru_maxrss`` survives ``fork`` + ``exec`` and would report at least the parent's memory at spawn time."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
