@@ -114,3 +114,21 @@ def test_cli_export_prints_the_report_and_errors_are_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("dhan export: error:")
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_long_histories_trace_the_folded_activation_unit(tiny_data: PreparedData, tmp_path: Path, fmt: str) -> None:
+    # T = 60 > H / 2 = 40 keys per row: the trace records the per-row fold (baddbmm), which must export and then
+    # score any history length (here 5) as the eager model does.
+    torch.manual_seed(0)
+    small = {"item_embedding_dim": 8, "attribute_embedding_dim": 8, "head_hidden": (16, 8)}
+    model = build_model("dhan", tiny_data.schema, small).eval()
+    meta = build_metadata(model, {"model_name": "dhan"}, tiny_data.schema, tiny_data)
+    long = [b.with_padding(60 - b.hist_items.shape[1]) for b in sample_batches(tiny_data, 5)]
+    report = export_model(model, meta, long, fmt, tmp_path / f"m.{fmt}")  # type: ignore[arg-type]
+    assert report.max_abs_diff <= 1e-5
+    assert min(b["history"] for b in report.batches) == 60
+    art = load_artifact(tmp_path / f"m.{fmt}")
+    short = sample_batches(tiny_data, 4, seed=7)[1]
+    eager = ScoringModule(model)(*batch_inputs(short)).detach().numpy()
+    np.testing.assert_allclose(art.run([t.numpy() for t in batch_inputs(short)]), eager, atol=1e-5, rtol=0)

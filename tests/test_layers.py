@@ -72,7 +72,8 @@ def test_split_activation_unit_gradients_match_concat(num_keys: int) -> None:
 
 
 def test_activation_unit_broadcast_history_matches_repeated_rows() -> None:
-    # one history (1, N, D) against B queries takes the split path even with N > H; same scores as B copies
+    # one history (1, N, D) against B queries takes the split path even with N > H / 2; the B copies take the
+    # per-row fold: the same scores
     torch.manual_seed(2)
     unit = ActivationUnit(8, (6,), "sigmoid")
     q, k = torch.randn(5, 8), torch.randn(1, 20, 8)
