@@ -475,6 +475,34 @@ def test_regression_parquet_types(work: Path, case: str, value: pl.Expr, fragmen
     assert fragment in err, err
 
 
+def test_regression_parquet_string_cells_that_are_not_utf8(work: Path) -> None:
+    """A mutated Parquet file whose item ids were bytes that are not UTF-8 (found by the fuzzer in a fresh-clone CI
+    run): pyarrow read it without complaint and polars panicked later, on ``to_list`` ("PyObject pointer is
+    null"). Columns are now validated when read: one line naming the column, exit 2, the previous dataset kept."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = FRAME.to_arrow()
+    items = [str(v).encode() for v in good.column("item_id").to_pylist()]
+    items[1] = items[1][:-1] + b"\xd0"  # a truncated two-byte UTF-8 sequence
+    offsets = np.cumsum([0, *map(len, items)]).astype(np.int32)
+    damaged = pa.Array.from_buffers(
+        pa.string(), len(items), [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(items))]
+    )
+    table = good.set_column(good.column_names.index("item_id"), "item_id", damaged)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    previous = work / "kept"
+    assert main(["prepare", "synthetic", "--users", "20", "--items", "300", "--out", str(previous)]) == 0
+    before = (previous / "schema.json").read_bytes()
+    code, err = _run([*_table(work, buf.getvalue().to_pybytes(), ".parquet"), "--out", str(previous)])
+    assert code == 2, err
+    assert_clean_or_one_line(code, err)
+    assert "column 'item_id' is damaged" in err, err
+    assert (previous / "schema.json").read_bytes() == before
+
+
 @pytest.mark.slow
 def test_regression_damaged_parquet_never_panics(work: Path) -> None:
     """Single-byte corruptions of a Parquet file: polars' reader panicked (or aborted the process on a huge

@@ -87,6 +87,11 @@ def _read_parquet(path: Path) -> pl.DataFrame:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserError(f"{path}: columns {dup} appear more than once; give every column a distinct name")
+    for name, column in zip(names, table.columns, strict=True):
+        try:
+            column.validate(full=True)  # e.g. string cells that are not UTF-8: polars would panic on them later
+        except pa.ArrowException as exc:
+            raise UserError(f"{path}: column {name!r} is damaged ({first_line(exc)}); write the file again") from None
     # without the file's key/value metadata: a damaged (non-UTF-8) entry there makes polars' import panic
     df = pl.from_arrow(pa.Table.from_arrays(table.columns, names=names))
     assert isinstance(df, pl.DataFrame)
