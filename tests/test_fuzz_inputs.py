@@ -32,7 +32,16 @@ from dhan.data.store import PreparedData
 from test_data_prepare import _meta_2014, _meta_2018, _reviews
 
 EXAMPLES: Counter[str] = Counter()  # examples run per reader, reported by test_zz_report_example_counts
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+# Derandomized by default: the same examples on every run, so a CI run is reproducible and lands or fails on the
+# code alone. DHAN_FUZZ_RANDOM=1 draws new examples each run, to hunt for new bugs (docs/reliability.md).
+DERANDOMIZE = os.environ.get("DHAN_FUZZ_RANDOM") != "1"
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+    derandomize=DERANDOMIZE,
+)
 
 # ------------------------------------------------------------------------------------------- fixtures
 
@@ -373,7 +382,7 @@ def train_data(work: Path) -> Path:
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, database=None)
+@settings(max_examples=30, deadline=None, database=None, derandomize=DERANDOMIZE)
 @given(pairs=st.lists(st.tuples(st.sampled_from(_SET_KEYS), st.sampled_from(_SET_VALUES)), min_size=1, max_size=3))
 def test_random_set_flags(work: Path, train_data: Path, pairs: list[tuple[str, str]]) -> None:
     EXAMPLES["dhan train --set"] += 1
