@@ -706,7 +706,7 @@ def _fit(
             if writer is not None:
                 writer.close()
     assert finished
-    return _finish(model, rc, run, prog, valid_loader, test_loader, device, ctx)
+    return _finish(model, rc, run, prog, valid_loader, test_loader, device, ctx, bf16)
 
 
 def _train_step(
@@ -779,6 +779,7 @@ def _finish(
     test_loader: BatchLoader | None,
     device: torch.device,
     ctx: DistContext,
+    bf16: bool,
 ) -> dict[str, Any]:
     """Load the best checkpoint, score valid and test once, write ``metrics.json`` (rank 0)."""
     best = ctx.on_main(lambda: load_checkpoint(run / "best.pt"))
@@ -787,7 +788,7 @@ def _finish(
     def scored(loader: BatchLoader | None) -> dict[str, float] | None:
         if loader is None:
             return None
-        m = evaluate(model, loader, device, ctx, use_bf16(rc.train.precision, device))
+        m = evaluate(model, loader, device, ctx, bf16)
         return {k: m[k] for k in (*REPORTED, "samples")}
 
     cfg = rc.train
